@@ -1,0 +1,143 @@
+"""open_clip as a LlamaIndex ``MultiModalEmbedding``.
+
+LlamaIndex's own ``ClipEmbedding`` needs OpenAI's ``clip`` package, which is not on PyPI. This
+class wraps mmgap's :class:`~mmgap_core.encoders.open_clip.OpenClipEncoder` instead, so the same
+model embeds LlamaIndex nodes and mmgap queries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from io import BytesIO
+from typing import Any
+
+from llama_index.core.base.embeddings.base import DEFAULT_EMBED_BATCH_SIZE, Embedding
+from llama_index.core.callbacks import CallbackManager
+from llama_index.core.embeddings import MultiModalEmbedding
+from llama_index.core.schema import ImageType
+from pydantic import Field, PrivateAttr
+
+__all__ = ["OpenClipMultiModalEmbedding"]
+
+
+def _image_input(image: ImageType) -> Any:
+    # LlamaIndex hands images over as a path or a BytesIO (ImageNode.resolve_image).
+    if isinstance(image, BytesIO):
+        return image.getvalue()
+    return image
+
+
+class OpenClipMultiModalEmbedding(MultiModalEmbedding):
+    """Text and image embeddings from one open_clip model, for LlamaIndex.
+
+    Build it from an open_clip model name and pretrained tag (or checkpoint file), or around an
+    existing encoder (``encoder=``, anything implementing mmgap's ``Encoder`` plus
+    ``embed_query_text`` / ``embed_query_image``, e.g. ``OpenClipEncoder``). Vectors are
+    L2-normalised. Texts or images that cannot be embedded raise ``ValueError`` naming the reason.
+
+    Args:
+        model_name: open_clip architecture, e.g. ``"ViT-B-32"`` (ignored with ``encoder=``).
+        pretrained: pretrained tag or local checkpoint file (ignored with ``encoder=``).
+        encoder: an existing encoder to wrap instead of loading a model.
+        device: torch device for a newly loaded model.
+        model_config: open_clip model-config JSON for a custom architecture.
+        embed_batch_size: LlamaIndex batch size (texts or images per encoder call).
+        **encoder_kwargs: further ``OpenClipEncoder`` options (``precision``, ``cache_dir``, ...).
+
+    Attributes:
+        model_name: the open_clip architecture name.
+        model_id: the encoder's full identity (architecture + weights), as mmgap records it.
+    """
+
+    model_id: str = Field(default="", description="Encoder identity (architecture + weights).")
+    pretrained: str | None = Field(default=None, description="Pretrained tag or checkpoint.")
+    _encoder: Any = PrivateAttr()
+
+    def __init__(
+        self,
+        model_name: str = "ViT-B-32",
+        pretrained: str | os.PathLike | None = "laion2b_s34b_b79k",
+        *,
+        encoder: Any = None,
+        device: str | None = None,
+        model_config: str | os.PathLike | None = None,
+        embed_batch_size: int = DEFAULT_EMBED_BATCH_SIZE,
+        callback_manager: CallbackManager | None = None,
+        **encoder_kwargs: Any,
+    ) -> None:
+        if encoder is None:
+            from mmgap_core.encoders.open_clip import OpenClipEncoder
+
+            encoder = OpenClipEncoder(
+                model_name,
+                pretrained=pretrained,
+                device=device,
+                model_config=model_config,
+                **encoder_kwargs,
+            )
+        elif encoder_kwargs or model_config is not None or device is not None:
+            raise ValueError(
+                "encoder= was given: model options (device, model_config, ...) belong to that "
+                "encoder, not to OpenClipMultiModalEmbedding"
+            )
+        for method in ("embed_texts", "embed_images", "embed_query_text", "embed_query_image"):
+            if not callable(getattr(encoder, method, None)):
+                raise ValueError(f"encoder {encoder!r} has no {method}() method")
+        resolved = getattr(encoder, "pretrained", None)
+        super().__init__(
+            model_name=getattr(encoder, "model_name", model_name),
+            model_id=encoder.model_id,
+            pretrained=None if resolved is None else os.fspath(resolved),
+            embed_batch_size=embed_batch_size,
+            callback_manager=callback_manager,
+        )
+        self._encoder = encoder
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "OpenClipMultiModalEmbedding"
+
+    @property
+    def encoder(self) -> Any:
+        """The wrapped mmgap encoder (give it to a ``RetrievalEngine``)."""
+        return self._encoder
+
+    @property
+    def dim(self) -> int:
+        """Embedding width."""
+        return int(self._encoder.dim)
+
+    # ------------------------------------------------------------------ text
+    def _get_query_embedding(self, query: str) -> Embedding:
+        return self._encoder.embed_query_text(query).tolist()
+
+    async def _aget_query_embedding(self, query: str) -> Embedding:
+        return await asyncio.to_thread(self._get_query_embedding, query)
+
+    def _get_text_embedding(self, text: str) -> Embedding:
+        return self._get_text_embeddings([text])[0]
+
+    async def _aget_text_embedding(self, text: str) -> Embedding:
+        return await asyncio.to_thread(self._get_text_embedding, text)
+
+    def _get_text_embeddings(self, texts: list[str]) -> list[Embedding]:
+        # strict: LlamaIndex needs one vector per input, so a bad text is an error, not a skip.
+        return self._encoder.embed_texts(list(texts), strict=True).vectors.tolist()
+
+    async def _aget_text_embeddings(self, texts: list[str]) -> list[Embedding]:
+        return await asyncio.to_thread(self._get_text_embeddings, texts)
+
+    # ------------------------------------------------------------------ image
+    def _get_image_embedding(self, img_file_path: ImageType) -> Embedding:
+        return self._encoder.embed_query_image(_image_input(img_file_path)).tolist()
+
+    async def _aget_image_embedding(self, img_file_path: ImageType) -> Embedding:
+        return await asyncio.to_thread(self._get_image_embedding, img_file_path)
+
+    def _get_image_embeddings(self, img_file_paths: list[ImageType]) -> list[Embedding]:
+        images = [_image_input(p) for p in img_file_paths]
+        return self._encoder.embed_images(images, strict=True).vectors.tolist()
+
+    async def _aget_image_embeddings(self, img_file_paths: list[ImageType]) -> list[Embedding]:
+        return await asyncio.to_thread(self._get_image_embeddings, img_file_paths)

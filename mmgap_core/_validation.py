@@ -1,0 +1,94 @@
+"""Input checks shared by the math. Every failure is a ValueError that names the problem."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def as_embeddings(x, name: str, *, dim: int | None = None, allow_empty: bool = False) -> np.ndarray:
+    """Return ``x`` as a C-contiguous float32 2-D array, after checking shape and finiteness.
+
+    No copy is made when ``x`` already is float32 and C-contiguous.
+    """
+    try:
+        arr = np.asarray(x)
+    except Exception as exc:  # ragged lists and the like
+        raise ValueError(f"{name}: cannot be read as a 2-D array of numbers ({exc})") from exc
+    if arr.ndim != 2:
+        raise ValueError(f"{name}: expected a 2-D array [n, dim], got shape {arr.shape}")
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise ValueError(f"{name}: expected numbers, got dtype {arr.dtype}")
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    if arr.shape[0] == 0 and not allow_empty:
+        raise ValueError(f"{name}: is empty (0 rows)")
+    if arr.shape[1] == 0:
+        raise ValueError(f"{name}: has dimension 0")
+    if dim is not None and arr.shape[1] != dim:
+        raise ValueError(f"{name}: dimension mismatch, expected {dim} columns, got {arr.shape[1]}")
+    check_finite(arr, name)
+    return arr
+
+
+def check_finite(arr: np.ndarray, name: str) -> None:
+    # A float64 sum is one pass with no full-size temporary; NaN/inf anywhere makes it non-finite.
+    if arr.size and not np.isfinite(arr.sum(dtype=np.float64)):
+        bad_rows = np.flatnonzero(~np.isfinite(arr).all(axis=tuple(range(1, arr.ndim))))
+        if bad_rows.size:
+            shown = ", ".join(str(i) for i in bad_rows[:5])
+            more = f" (and {bad_rows.size - 5} more)" if bad_rows.size > 5 else ""
+            raise ValueError(f"{name}: contains NaN or inf in row(s) {shown}{more}")
+
+
+def as_labels(labels, name: str, n: int | None = None) -> np.ndarray:
+    """Modality labels as a 1-D array of non-empty str."""
+    if isinstance(labels, str):
+        raise ValueError(  # noqa: TRY004 -- the project reports every bad input as ValueError
+            f"{name}: expected one label per row, got a single string {labels!r}"
+        )
+    if isinstance(labels, np.ndarray) and labels.dtype.kind == "U":
+        # Fast path, no per-element Python objects: matters for corpus-sized label arrays.
+        if labels.ndim != 1:
+            raise ValueError(f"{name}: expected a 1-D sequence of labels, got shape {labels.shape}")
+        if n is not None and labels.shape[0] != n:
+            raise ValueError(f"{name}: has {labels.shape[0]} labels for {n} rows")
+        blank = np.flatnonzero(np.char.str_len(np.char.strip(labels)) == 0)
+        if blank.size:
+            i = int(blank[0])
+            raise ValueError(
+                f"{name}: label {i} is {str(labels[i])!r}; labels must be non-empty strings"
+            )
+        return labels
+    arr = np.asarray(labels, dtype=object)
+    if arr.ndim != 1:
+        raise ValueError(f"{name}: expected a 1-D sequence of labels, got shape {arr.shape}")
+    if n is not None and arr.shape[0] != n:
+        raise ValueError(f"{name}: has {arr.shape[0]} labels for {n} rows")
+    for i, lab in enumerate(arr):
+        if not isinstance(lab, str) or not lab.strip():
+            raise ValueError(f"{name}: label {i} is {lab!r}; labels must be non-empty strings")
+    return arr.astype(str)
+
+
+def check_modality(label: str, known: Sequence[str], what: str) -> str:
+    if not isinstance(label, str) or not label.strip():
+        raise ValueError(f"{what}: modality must be a non-empty string, got {label!r}")
+    if label not in known:
+        raise ValueError(f"{what}: unknown modality {label!r}; known modalities: {sorted(known)}")
+    return label
+
+
+def unique_in_order(labels: np.ndarray) -> list[str]:
+    _, first = np.unique(labels, return_index=True)
+    return [str(labels[i]) for i in sorted(first)]
+
+
+def l2_normalise(x: np.ndarray, name: str) -> np.ndarray:
+    """Row-normalised float32 copy; a zero row is an error (its cosine is undefined)."""
+    # float64 norms: tiny rows must not underflow to a false zero, huge ones not overflow to inf.
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64))
+    zero = np.flatnonzero(norms == 0)
+    if zero.size:
+        raise ValueError(f"{name}: row(s) {zero[:5].tolist()} have zero norm; cosine is undefined")
+    return (x / norms[:, None]).astype(np.float32, copy=False)

@@ -1,0 +1,263 @@
+"""Evaluate every fusion method on one set of embeddings: the engine behind `mmgap eval` and `mmgap bench`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ._validation import as_embeddings, as_labels
+from .fusion import CandidateBatch, CenterFusion, ModalityCandidates, make_method, parse_methods
+from .metrics import Qrels, evaluate_ranking
+from .mining import (
+    DEFAULT_BLOCK_BYTES,
+    ModalityTopK,
+    gold_pair_scores,
+    mine_pseudo_positives,
+    topk_per_modality,
+)
+from .stats import ModalityStandardizer
+
+DEFAULT_KS = (1, 5, 10, 20)
+DEFAULT_POOL = 100
+_CHUNK = 256  # queries fused at a time, bounding the [chunk, pool, d] embeddings `center` reads
+
+
+@dataclass
+class EvalReport:
+    """``results`` rows are ``{"method", "subset", "metric", "value"}``; ``stats`` describes the run."""
+
+    results: list[dict]
+    stats: dict
+    notes: list[str] = field(default_factory=list)
+    ks: tuple[int, ...] = DEFAULT_KS
+    query_modality: str = "text"
+    # Each evaluation query's best raw cosine per modality, and the fitted statistics: for plots.
+    top1_scores: dict[str, np.ndarray] = field(default_factory=dict)
+    standardizer: ModalityStandardizer | None = None
+
+    def to_json(self) -> dict:
+        """The documented JSON shape; NaN (an empty subset) becomes null."""
+        return {"results": strip_counts(self.results), "stats": self.stats}
+
+    def value(self, method: str, subset: str, metric: str) -> float:
+        for r in self.results:
+            if (r["method"], r["subset"], r["metric"]) == (method, subset, metric):
+                return r["value"]
+        raise KeyError((method, subset, metric))
+
+    def table(self, metrics: Sequence[str] | None = None) -> str:
+        return format_table(self.results, self.query_modality, metrics or default_table_metrics(self.ks))
+
+
+def default_table_metrics(ks: Sequence[int]) -> list[str]:
+    ks = sorted(ks)
+    k_mid = 10 if 10 in ks else ks[-1]
+    return [f"recall@{k}" for k in ks] + [f"mrr@{k_mid}", f"ndcg@{k_mid}"]
+
+
+def subset_title(subset: str, query_modality: str) -> str:
+    if subset == "all":
+        return "all queries"
+    if subset == query_modality:
+        return f"relevant item is {subset} (same-modal)"
+    return f"relevant item is {subset} (cross-modal)"
+
+
+def format_table(results: list[dict], query_modality: str, metrics: Sequence[str]) -> str:
+    """One block per subset: a row per method, a column per metric plus the top-k modality shares."""
+    methods = list(dict.fromkeys(r["method"] for r in results))
+    subsets = list(dict.fromkeys(r["subset"] for r in results))
+    share_metrics = sorted(
+        {r["metric"] for r in results if r["metric"].startswith("share_") and r["metric"].endswith("@20")}
+    ) or sorted({r["metric"] for r in results if r["metric"].startswith("share_")})[:2]
+    cols = list(metrics) + share_metrics
+    lookup = {(r["method"], r["subset"], r["metric"]): r for r in results}
+    width = max(len(m) for m in methods) + 2
+    lines = []
+    for subset in subsets:
+        n = next((r.get("n") for r in results if r["subset"] == subset and "n" in r), None)
+        title = subset_title(subset, query_modality) + (f", {n} queries" if n is not None else "")
+        lines.append(title)
+        lines.append("  " + "method".ljust(width) + "".join(c.rjust(max(len(c), 7) + 2) for c in cols))
+        for m in methods:
+            cells = []
+            for c in cols:
+                r = lookup.get((m, subset, c))
+                v = "-" if r is None or r["value"] != r["value"] else f"{r['value']:.3f}"
+                cells.append(v.rjust(max(len(c), 7) + 2))
+            lines.append("  " + m.ljust(width) + "".join(cells))
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def evaluate_embeddings(
+    queries,
+    corpus,
+    corpus_modalities,
+    qrels: np.ndarray | Qrels,
+    *,
+    query_modality: str = "text",
+    calibration_queries=None,
+    methods: Sequence[str] | str | None = None,
+    ks: Sequence[int] = DEFAULT_KS,
+    pool: int = DEFAULT_POOL,
+    max_block_bytes: int = DEFAULT_BLOCK_BYTES,
+) -> EvalReport:
+    """Run each fusion method over the same per-modality candidate pools and score it against ``qrels``.
+
+    ``calibration_queries`` default to the evaluation queries themselves, unlabelled: the paper's
+    transductive setting. ``pool`` candidates per modality are retrieved exactly for every query; methods
+    that only rescale scores are exact for any top-K <= pool, and ``center`` re-scores that pool.
+    """
+    corpus = as_embeddings(corpus, "corpus")
+    queries = as_embeddings(queries, "queries", dim=corpus.shape[1])
+    labels = as_labels(corpus_modalities, "corpus modality labels", corpus.shape[0])
+    ks = tuple(sorted({int(k) for k in ks}))
+    if not ks or ks[0] < 1:
+        raise ValueError(f"ks: expected positive cut-offs, got {ks}")
+    if pool < ks[-1]:
+        raise ValueError(f"pool ({pool}) must be at least the largest k ({ks[-1]})")
+    method_names = parse_methods(methods if methods is None or isinstance(methods, str) else ",".join(methods))
+    if not isinstance(qrels, Qrels):
+        qrels = Qrels(qrels, queries.shape[0])
+    if qrels.n_queries != queries.shape[0]:
+        raise ValueError(f"qrels cover {qrels.n_queries} queries, embeddings have {queries.shape[0]}")
+    if qrels.rows.size and qrels.rows[:, 1].max() >= corpus.shape[0]:
+        raise ValueError(f"qrels: corpus row out of range [0, {corpus.shape[0] - 1}]")
+    retrieved = topk_per_modality(queries, corpus, labels, pool, max_block_bytes=max_block_bytes)
+    return evaluate_candidates(
+        retrieved,
+        queries,
+        corpus,
+        labels,
+        qrels,
+        query_modality=query_modality,
+        calibration_queries=calibration_queries,
+        methods=method_names,
+        ks=ks,
+        max_block_bytes=max_block_bytes,
+    )
+
+
+def evaluate_candidates(
+    retrieved: ModalityTopK,
+    queries: np.ndarray,
+    corpus: np.ndarray,
+    labels: np.ndarray,
+    qrels: Qrels,
+    *,
+    query_modality: str = "text",
+    calibration_queries=None,
+    methods: Sequence[str] | str | None = None,
+    ks: Sequence[int] = DEFAULT_KS,
+    max_block_bytes: int = DEFAULT_BLOCK_BYTES,
+) -> EvalReport:
+    """Fuse and score given per-modality candidate lists (e.g. each question's own candidate pool).
+
+    ``retrieved`` holds, per query and modality, candidate corpus rows and raw cosines, best first
+    (-1/-inf padding). Transductive calibration takes each query's top-1 per modality from these lists.
+    """
+    ks = tuple(sorted({int(k) for k in ks}))
+    method_names = parse_methods(methods if methods is None or isinstance(methods, str) else ",".join(methods))
+    pool = retrieved.scores.shape[2]
+    modalities = list(retrieved.modalities)
+    notes = []
+
+    # Pseudo-positive calibration: the top-1 of each modality. Transductive reuse of `retrieved` is the
+    # same computation as mining the evaluation queries again.
+    if calibration_queries is None:
+        setting = "transductive: calibrated on the evaluation queries themselves, without their labels"
+        pp_scores = retrieved.scores[:, :, 0]
+        pp_labels = np.broadcast_to(np.asarray(modalities)[None, :], pp_scores.shape)
+        valid = np.isfinite(pp_scores)
+        pp_scores, pp_labels = pp_scores[valid], pp_labels[valid]
+        n_cal = queries.shape[0]
+    else:
+        cal = as_embeddings(calibration_queries, "calibration queries", dim=corpus.shape[1])
+        setting = f"inductive: calibrated on {cal.shape[0]} separate calibration queries"
+        pp_scores, pp_labels = mine_pseudo_positives(
+            cal, corpus, labels, max_block_bytes=max_block_bytes
+        ).pairs()
+        n_cal = cal.shape[0]
+    notes.append(setting)
+    standardizer = ModalityStandardizer(dim=corpus.shape[1]).fit(pp_scores, pp_labels, query_modality)
+
+    gold = None
+    if "standardize-gold" in method_names:
+        g_scores, g_labels = gold_pair_scores(queries, corpus, labels, qrels.rows[:, :2])
+        gold = ModalityStandardizer(dim=corpus.shape[1]).fit(g_scores, g_labels, query_modality)
+        missing = set(modalities) - set(gold.candidate_modalities(query_modality))
+        if missing:
+            # No labelled positive in a modality: borrow the pseudo statistics there, and say so.
+            notes.append(f"standardize-gold: no labelled positives in {sorted(missing)}; using pseudo stats")
+            for m in sorted(missing):
+                sel = pp_labels == m
+                gold.partial_fit(pp_scores[sel], pp_labels[sel], query_modality)
+
+    center_means = None
+    if "center" in method_names:
+        extra = {}
+        if query_modality not in modalities:
+            cal_src = queries if calibration_queries is None else cal
+            extra[query_modality] = cal_src.mean(axis=0, dtype=np.float64)
+        center_means = CenterFusion.fit(corpus, labels, extra).means
+
+    fusers = {
+        name: make_method(name, standardizer=standardizer, gold_standardizer=gold, center_means=center_means)
+        for name in method_names
+    }
+    n_q, top = queries.shape[0], ks[-1]
+    rankings = {name: np.full((n_q, top), -1, dtype=np.int64) for name in method_names}
+    ranked_mods = {name: np.full((n_q, top), "", dtype=object) for name in method_names}
+
+    def lookup(_modality, ids):
+        return corpus[np.where(ids >= 0, ids, 0)]
+
+    for s in range(0, n_q, _CHUNK):
+        e = min(s + _CHUNK, n_q)
+        batch = CandidateBatch(
+            query_modality,
+            {m: ModalityCandidates(*(a[s:e] for a in retrieved.of(m))) for m in modalities},
+            query_embeddings=queries[s:e],
+            candidate_embeddings=lookup,
+        )
+        for name, fuser in fusers.items():
+            fused = fuser.fuse(batch, top)
+            rankings[name][s:e, : fused.ids.shape[1]] = fused.ids
+            ranked_mods[name][s:e, : fused.ids.shape[1]] = fused.modality_labels()
+
+    results = []
+    for name in method_names:
+        for row in evaluate_ranking(rankings[name], ranked_mods[name], qrels, labels, ks):
+            results.append({"method": name, **row})
+
+    counts = {m: int((labels == m).sum()) for m in modalities}
+    stats = {
+        "n_queries": int(n_q),
+        "query_modality": query_modality,
+        "corpus_size": int(corpus.shape[0]),
+        "corpus_modalities": counts,
+        "dim": int(corpus.shape[1]),
+        "pool_per_modality": int(pool),
+        "calibration": {"setting": setting, "n_queries": int(n_cal), "statistics": standardizer.to_dict()},
+        "gold_statistics": gold.to_dict() if gold is not None else None,
+        "notes": notes,
+    }
+    top1 = {m: retrieved.scores[:, j, 0] for j, m in enumerate(modalities)}
+    top1 = {m: v[np.isfinite(v)] for m, v in top1.items()}
+    return EvalReport(results, stats, notes, ks, query_modality, top1, standardizer)
+
+
+def strip_counts(results: list[dict]) -> list[dict]:
+    """Result rows in the documented JSON shape (method, subset, metric, value)."""
+    return [
+        {
+            "method": r["method"],
+            "subset": r["subset"],
+            "metric": r["metric"],
+            "value": None if r["value"] != r["value"] else r["value"],
+        }
+        for r in results
+    ]

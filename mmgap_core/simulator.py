@@ -1,0 +1,447 @@
+"""Offline simulator of mixed text+image retrieval with a CLIP-like modality gap (numpy only).
+
+CLIP-style encoders put texts and images in one space, but each modality lives in its own narrow
+cone: a text query scores every text passage around 0.5 and every image around 0.15, so a plain
+cosine merge of a mixed corpus is flooded by texts even when the relevant item is an image. This
+module generates seeded, deterministic embedding sets with that geometry, so the standardization
+method (and every other fusion method) can be demonstrated, benchmarked and tested without a model
+or a dataset.
+
+Generative model
+----------------
+Each latent item ``i`` has content ``z_i``, uniform on the unit sphere of ``R^d``. Its embedding in
+modality ``m`` is::
+
+    normalise(gap_m * g_m + content_m * z_i + noise_m * e + aniso_m * sum_j w_j * c_j * u_m_j)
+
+``g_m`` is a fixed unit "modality direction" (``cos(g_text, g_image) = rho``), ``e`` isotropic
+Gaussian noise (expected norm 1), and ``u_m_j`` a few fixed orthonormal directions with Gaussian
+coefficients ``c_j`` and decaying weights ``w_j``: much more variance than any other direction
+(anisotropy, as in real CLIP embeddings). Queries are views of a target item in the query
+modality with their own noise and a per-query content strength (vague queries match worse). Each
+query has exactly one relevant corpus row: the target item's row in its target modality (the
+other modality for a ``cross_modal_share`` of the queries); a target item has no row in the other
+modality. Background items get a text, an image or both; hard distractors are items whose latent
+is a perturbation of a target's latent (cosine ``distractor_closeness``), mostly stored in the
+target's modality.
+
+Use :func:`simulate` with a name from :data:`PROFILES` (see :func:`profile_table`) or with a
+:class:`SimulatorProfile`; :meth:`SimulatedData.write` writes the files ``mmgap eval`` reads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+MODALITIES = ("text", "image")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclass(frozen=True)
+class SimulatorProfile:
+    """Parameters of one simulated retrieval world. All randomness comes from ``seed``.
+
+    Strengths (``gap_*``, ``content_*``, ``noise_*``, ``aniso_*``) are expected norms of each
+    component before normalisation; with ``gap^2 + content^2 + noise^2 + aniso^2 ~ 1`` the cosine
+    between two embeddings of one modality is roughly ``gap^2`` plus their shared content.
+    """
+
+    name: str
+    description: str
+    seed: int
+    dim: int
+    n_items: int  # latent items (query targets + hard distractors + background)
+    n_queries: int
+    query_modality: str  # "text" or "image"
+    # Modality gap: offset strength along each modality's direction; cosine between the directions.
+    gap_text: float = 0.72
+    gap_image: float = 0.72
+    rho: float = 0.30
+    # How much of an embedding is the item's content (what retrieval can find).
+    content_text: float = 0.40
+    content_image: float = 0.40
+    # Isotropic noise, and anisotropic noise along `aniso_rank` dominant directions per modality.
+    noise_text: float = 0.45
+    noise_image: float = 0.45
+    aniso_text: float = 0.30
+    aniso_image: float = 0.30
+    aniso_rank: int = 4
+    # Cosine between each text dominant direction and its image counterpart (1 = shared directions).
+    aniso_overlap: float = 0.0
+    # Queries: content strength (mean, and uniform relative spread per query) and noise.
+    query_content: float = 0.40
+    query_content_spread: float = 0.5
+    query_noise: float = 0.45
+    # Share of queries whose relevant item is in the other modality than the query's.
+    cross_modal_share: float = 0.5
+    # Share of background items stored in both modalities (the rest: text-only / image-only 50/50).
+    both_share: float = 0.5
+    # Hard distractors per query target and the cosine between their latent and the target's.
+    n_hard_distractors: int = 2
+    distractor_closeness: float = 0.6
+    # Share of hard distractors stored in the other modality than their target's relevant row.
+    distractor_cross_share: float = 0.0
+
+    def __post_init__(self):
+        problems = []
+        if not isinstance(self.name, str) or not self.name.strip():
+            problems.append(f"name must be a non-empty string, got {self.name!r}")
+        if self.query_modality not in MODALITIES:
+            problems.append(
+                f"query_modality must be one of {MODALITIES}, got {self.query_modality!r}"
+            )
+        if not isinstance(self.seed, int) or self.seed < 0:
+            problems.append(f"seed must be a non-negative integer, got {self.seed!r}")
+        if not isinstance(self.dim, int) or self.dim < 8:
+            problems.append(f"dim must be an integer >= 8, got {self.dim!r}")
+        if not isinstance(self.n_queries, int) or self.n_queries < 1:
+            problems.append(f"n_queries must be a positive integer, got {self.n_queries!r}")
+        if not isinstance(self.n_hard_distractors, int) or self.n_hard_distractors < 0:
+            problems.append(
+                "n_hard_distractors must be a non-negative integer, "
+                f"got {self.n_hard_distractors!r}"
+            )
+        max_rank = (self.dim - 2) // 2 if isinstance(self.dim, int) else 0
+        if not isinstance(self.aniso_rank, int) or not 0 <= self.aniso_rank <= max_rank:
+            problems.append(
+                f"aniso_rank must be an integer in [0, (dim - 2) // 2 = {max_rank}], "
+                f"got {self.aniso_rank!r}"
+            )
+        if isinstance(self.n_queries, int) and isinstance(self.n_hard_distractors, int):
+            needed = self.n_queries * (1 + self.n_hard_distractors)
+            if not isinstance(self.n_items, int) or self.n_items < needed:
+                problems.append(
+                    "n_items must be an integer >= n_queries * (1 + n_hard_distractors) = "
+                    f"{needed}, got {self.n_items!r}"
+                )
+        if not (_is_number(self.rho) and -1.0 <= self.rho <= 1.0):
+            problems.append(
+                f"rho (cosine between modality directions) must be in [-1, 1], got {self.rho!r}"
+            )
+        for field in (
+            "cross_modal_share",
+            "both_share",
+            "query_content_spread",
+            "aniso_overlap",
+            "distractor_cross_share",
+        ):
+            value = getattr(self, field)
+            if not (_is_number(value) and 0.0 <= value <= 1.0):
+                problems.append(f"{field} must be in [0, 1], got {value!r}")
+        if not (_is_number(self.distractor_closeness) and 0.0 <= self.distractor_closeness < 1.0):
+            problems.append(
+                f"distractor_closeness must be in [0, 1), got {self.distractor_closeness!r}"
+            )
+        for field in (
+            "gap_text",
+            "gap_image",
+            "content_text",
+            "content_image",
+            "noise_text",
+            "noise_image",
+            "aniso_text",
+            "aniso_image",
+            "query_content",
+            "query_noise",
+        ):
+            value = getattr(self, field)
+            if not (_is_number(value) and value >= 0):
+                problems.append(f"{field} must be a finite number >= 0, got {value!r}")
+        if problems:
+            raise ValueError(f"invalid simulator profile {self.name!r}: " + "; ".join(problems))
+
+    def gap(self, modality: str) -> float:
+        return self.gap_text if modality == "text" else self.gap_image
+
+    def content(self, modality: str) -> float:
+        return self.content_text if modality == "text" else self.content_image
+
+    def noise(self, modality: str) -> float:
+        return self.noise_text if modality == "text" else self.noise_image
+
+    def aniso(self, modality: str) -> float:
+        return self.aniso_text if modality == "text" else self.aniso_image
+
+
+_CLIP_LIKE = SimulatorProfile(
+    name="clip-like",
+    description="CLIP-like modality gap; text queries, half with an image as the relevant item",
+    seed=20250101,
+    dim=256,
+    n_items=4200,
+    n_queries=600,
+    query_modality="text",
+)
+
+PROFILES: dict[str, SimulatorProfile] = {
+    p.name: p
+    for p in (
+        _CLIP_LIKE,
+        dataclasses.replace(
+            _CLIP_LIKE,
+            name="clip-like-image-queries",
+            description="the clip-like world, image queries; half the relevant items are texts",
+            seed=20250102,
+            query_modality="image",
+        ),
+        dataclasses.replace(
+            _CLIP_LIKE,
+            name="small-gap",
+            description="almost no gap (rho 0.97, equal scales): standardization barely matters",
+            seed=20250103,
+            gap_text=0.45,
+            gap_image=0.45,
+            rho=0.97,
+            aniso_overlap=1.0,
+        ),
+        dataclasses.replace(
+            _CLIP_LIKE,
+            name="hard-distractors",
+            description="clip-like plus 8 near-duplicate distractors (latent cos 0.85) per target",
+            seed=20250104,
+            n_items=8000,
+            n_hard_distractors=8,
+            distractor_closeness=0.85,
+            distractor_cross_share=0.25,
+            both_share=0.3,
+        ),
+    )
+}
+
+DEFAULT_PROFILE = "clip-like"
+
+
+@dataclass
+class SimulatedData:
+    """One simulated retrieval set. Row numbers are the ids (``qrels`` and :meth:`write` use them).
+
+    ``corpus_items`` (not part of the file formats) is the latent item of each corpus row: two rows
+    sharing an item are the text and the image of the same thing.
+    """
+
+    profile: str
+    queries: np.ndarray  # [Q, d] float32, unit rows
+    query_modality: str
+    corpus: np.ndarray  # [N, d] float32, unit rows
+    modalities: np.ndarray  # [N] str
+    qrels: np.ndarray  # [n, 3] int64 (query row, corpus row, relevance > 0)
+    target_modality: np.ndarray  # [Q] str
+    corpus_items: np.ndarray | None = None  # [N] int64
+
+    @property
+    def relevant_rows(self) -> np.ndarray:
+        """[Q] corpus row of each query's relevant item (the simulator gives exactly one)."""
+        rows = np.full(self.queries.shape[0], -1, dtype=np.int64)
+        rows[self.qrels[:, 0]] = self.qrels[:, 1]
+        return rows
+
+    def score_statistics(self) -> dict[str, float]:
+        """Mean raw cosines that characterise the modality gap, by name.
+
+        ``query_vs_random_<m>``: queries against the rows of modality m that are not their relevant
+        row; ``query_vs_relevant_<m>``: queries against their relevant row, where it has modality m;
+        ``paired_text_image``: the text row against the image row of one item. NaN when empty.
+        """
+        scores = self.queries.astype(np.float64) @ self.corpus.T.astype(np.float64)
+        relevant = np.zeros(scores.shape, dtype=bool)
+        relevant[self.qrels[:, 0], self.qrels[:, 1]] = True
+        out: dict[str, float] = {}
+        for m in MODALITIES:
+            cols = self.modalities == m
+            rand = scores[:, cols][~relevant[:, cols]]
+            out[f"query_vs_random_{m}"] = float(rand.mean()) if rand.size else float("nan")
+            rel = scores[relevant & cols[None, :]]
+            out[f"query_vs_relevant_{m}"] = float(rel.mean()) if rel.size else float("nan")
+        out["paired_text_image"] = float("nan")
+        if self.corpus_items is not None:
+            # Row of each item's image (-1: none), looked up for every text row.
+            image_row = np.full(int(self.corpus_items.max()) + 1, -1, dtype=np.int64)
+            is_image = self.modalities == "image"
+            image_row[self.corpus_items[is_image]] = np.flatnonzero(is_image)
+            text_rows = np.flatnonzero(self.modalities == "text")
+            partner = image_row[self.corpus_items[text_rows]]
+            has = partner >= 0
+            if has.any():
+                cos = np.einsum(
+                    "ij,ij->i",
+                    self.corpus[text_rows[has]].astype(np.float64),
+                    self.corpus[partner[has]].astype(np.float64),
+                )
+                out["paired_text_image"] = float(cos.mean())
+        return out
+
+    def write(self, directory) -> dict[str, Path]:
+        """Write the ``mmgap eval`` input files into ``directory`` (created if missing).
+
+        ``queries.npy`` (float32 [Q, d]), ``corpus.npy`` (float32 [N, d]), ``modality.txt`` (one
+        label per corpus row) and ``qrels.tsv`` (TREC qrels, tab-separated
+        ``query_id 0 doc_id relevance``; ids are row numbers). Returns the paths by kind.
+        """
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {
+            "queries": out / "queries.npy",
+            "corpus": out / "corpus.npy",
+            "modality": out / "modality.txt",
+            "qrels": out / "qrels.tsv",
+        }
+        np.save(paths["queries"], np.ascontiguousarray(self.queries, dtype=np.float32))
+        np.save(paths["corpus"], np.ascontiguousarray(self.corpus, dtype=np.float32))
+        paths["modality"].write_text("".join(f"{m}\n" for m in self.modalities), encoding="utf-8")
+        paths["qrels"].write_text(
+            "".join(f"{int(q)}\t0\t{int(d)}\t{int(r)}\n" for q, d, r in self.qrels),
+            encoding="utf-8",
+        )
+        return paths
+
+
+def profile_table() -> str:
+    """One line per profile: its name and description (for ``mmgap bench --list``)."""
+    width = max(len(n) for n in PROFILES)
+    lines = []
+    for name, p in PROFILES.items():
+        default = " [default]" if name == DEFAULT_PROFILE else ""
+        lines.append(f"{name:<{width}}  {p.description}{default}")
+    return "\n".join(lines)
+
+
+def _resolve(profile: str | SimulatorProfile) -> SimulatorProfile:
+    if isinstance(profile, SimulatorProfile):
+        return profile
+    if isinstance(profile, str) and profile in PROFILES:
+        return PROFILES[profile]
+    raise ValueError(
+        f"unknown simulator profile {profile!r}; known profiles: {', '.join(PROFILES)}"
+    )
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+class _World:
+    """Fixed geometry of one profile: modality directions and their dominant noise directions."""
+
+    def __init__(self, p: SimulatorProfile, rng: np.random.Generator):
+        self.p = p
+        d = p.dim
+        basis, _ = np.linalg.qr(rng.standard_normal((d, 2 + 2 * p.aniso_rank)))
+        g_text = basis[:, 0]
+        g_image = p.rho * g_text + math.sqrt(max(1.0 - p.rho * p.rho, 0.0)) * basis[:, 1]
+        self.direction = {"text": g_text, "image": g_image}
+        r = p.aniso_rank
+        own_text, own_image = basis[:, 2 : 2 + r], basis[:, 2 + r : 2 + 2 * r]
+        ov = p.aniso_overlap
+        self.aniso_dirs = {
+            "text": own_text,
+            "image": ov * own_text + math.sqrt(1.0 - ov * ov) * own_image,
+        }
+        # Decaying scales over the dominant directions, normalised to an expected norm of 1.
+        w = 1.0 / np.sqrt(np.arange(1, r + 1))
+        self.aniso_weights = w / math.sqrt(float((w * w).sum())) if r else w
+
+    def embed(self, modality, latent, content, noise, rng) -> np.ndarray:
+        """normalise(gap * g + content * z + isotropic + anisotropic noise); content: scalar/[n]."""
+        p, (n, d) = self.p, latent.shape
+        x = p.gap(modality) * self.direction[modality][None, :]
+        x = x + np.reshape(content, (-1, 1)) * latent
+        x = x + rng.standard_normal((n, d)) * (noise / math.sqrt(d))
+        if p.aniso_rank:
+            coef = rng.standard_normal((n, p.aniso_rank)) * (p.aniso(modality) * self.aniso_weights)
+            x = x + coef @ self.aniso_dirs[modality].T
+        return _unit_rows(x)
+
+
+def simulate(profile: str | SimulatorProfile = DEFAULT_PROFILE) -> SimulatedData:
+    """Generate the retrieval set of a profile (a name in :data:`PROFILES` or a profile object).
+
+    Deterministic: the same profile gives bit-identical arrays. Corpus rows are shuffled so the
+    modalities interleave; each query has exactly one relevant row. Unknown name -> ValueError.
+    """
+    p = _resolve(profile)
+    rng = np.random.default_rng(p.seed)
+    world = _World(p, rng)
+    d, n_q, qm = p.dim, p.n_queries, p.query_modality
+    other = "image" if qm == "text" else "text"
+
+    latent = _unit_rows(rng.standard_normal((p.n_items, d)))
+    # Items 0..Q-1 are the query targets; next come each target's hard distractors.
+    n_cross = round(p.cross_modal_share * n_q)
+    target_mod = np.full(n_q, qm, dtype=object)
+    target_mod[rng.permutation(n_q)[:n_cross]] = other
+    n_dis = p.n_hard_distractors
+    dis_items = n_q + np.arange(n_q * n_dis)
+    dis_target = np.repeat(np.arange(n_q), n_dis)
+    if n_dis:
+        c = p.distractor_closeness
+        tgt = latent[dis_target]
+        # Orthogonal unit perturbation, so cos(latent, target latent) is exactly `closeness`.
+        w = latent[dis_items] - np.einsum("ij,ij->i", latent[dis_items], tgt)[:, None] * tgt
+        latent[dis_items] = c * tgt + math.sqrt(1.0 - c * c) * _unit_rows(w)
+
+    # Which (item, modality) rows the corpus holds.
+    dis_mod = target_mod[dis_target].copy()
+    flip = rng.random(dis_items.size) < p.distractor_cross_share
+    dis_mod[flip] = np.where(dis_mod[flip] == "text", "image", "text")
+    bg = np.arange(n_q * (1 + n_dis), p.n_items)
+    u = rng.random(bg.size)
+    bg_both = u < p.both_share
+    bg_text_only = ~bg_both & (rng.random(bg.size) < 0.5)
+    items_of = {
+        "text": np.concatenate(
+            [
+                np.flatnonzero(target_mod == "text"),
+                dis_items[dis_mod == "text"],
+                bg[bg_both | bg_text_only],
+            ]
+        ),
+        "image": np.concatenate(
+            [
+                np.flatnonzero(target_mod == "image"),
+                dis_items[dis_mod == "image"],
+                bg[bg_both | ~bg_text_only],
+            ]
+        ),
+    }
+    rows, labels, items = [], [], []
+    for m in MODALITIES:
+        idx = items_of[m]
+        rows.append(world.embed(m, latent[idx], p.content(m), p.noise(m), rng))
+        labels.append(np.full(idx.size, m, dtype=object))
+        items.append(idx)
+    corpus = np.concatenate(rows)
+    modalities = np.concatenate(labels)
+    corpus_items = np.concatenate(items).astype(np.int64)
+    order = rng.permutation(corpus.shape[0])
+    corpus, modalities, corpus_items = corpus[order], modalities[order], corpus_items[order]
+
+    spread = p.query_content_spread
+    q_content = p.query_content * rng.uniform(1.0 - spread, 1.0 + spread, n_q)
+    queries = world.embed(qm, latent[:n_q], q_content, p.query_noise, rng)
+
+    # Each target item has exactly one corpus row: the one of its target modality.
+    is_target = corpus_items < n_q
+    rel_rows = np.empty(n_q, dtype=np.int64)
+    rel_rows[corpus_items[is_target]] = np.flatnonzero(is_target)
+    qrels = np.stack(
+        [np.arange(n_q, dtype=np.int64), rel_rows, np.ones(n_q, dtype=np.int64)], axis=1
+    )
+
+    return SimulatedData(
+        profile=p.name,
+        queries=queries.astype(np.float32),
+        query_modality=qm,
+        corpus=corpus.astype(np.float32),
+        modalities=modalities.astype(str),
+        qrels=qrels,
+        target_modality=target_mod.astype(str),
+        corpus_items=corpus_items,
+    )

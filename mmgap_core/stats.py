@@ -1,0 +1,331 @@
+"""Per-(query modality, candidate modality) score statistics, as a scikit-learn-style estimator.
+
+The paper's standardization (Yamashita et al., 2025) scores a candidate of modality ``m`` by
+``z = (s - mu_m) / sigma_m``, where ``mu_m`` and ``sigma_m`` are the mean and standard deviation of the
+pseudo-positive scores (each calibration query's best cosine in modality ``m``).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._validation import as_labels
+
+FORMAT_NAME = "mmgap.standardizer"
+FORMAT_VERSION = 1
+
+Key = tuple[str, str]  # (query modality, candidate modality)
+
+
+def _broadcast_label(labels, n: int):
+    """One str label for all ``n`` rows, else the labels as given (checked by as_labels)."""
+    if isinstance(labels, str):
+        if not labels.strip():
+            raise ValueError(f"modality label must be a non-empty string, got {labels!r}")
+        return np.full(n, labels, dtype=object)
+    return labels
+
+
+class NotFittedError(ValueError):
+    """Raised when statistics are used before they were fitted."""
+
+
+@dataclass(frozen=True)
+class KeyStats:
+    """Running moments of one (query modality, candidate modality) key."""
+
+    count: int
+    mean: float
+    m2: float  # sum of squared deviations from the mean
+
+    @property
+    def variance(self) -> float:
+        return self.m2 / self.count if self.count else float("nan")
+
+    @property
+    def std(self) -> float:
+        return math.sqrt(max(self.variance, 0.0)) if self.count else float("nan")
+
+    @staticmethod
+    def of(values: np.ndarray) -> KeyStats:
+        v = np.asarray(values, dtype=np.float64)
+        mean = float(v.mean())
+        return KeyStats(int(v.size), mean, float(((v - mean) ** 2).sum()))
+
+    def merge(self, other: KeyStats) -> KeyStats:
+        # Chan et al.'s parallel update: exact for any split of the data, and stable.
+        if other.count == 0:
+            return self
+        if self.count == 0:
+            return other
+        n = self.count + other.count
+        delta = other.mean - self.mean
+        mean = self.mean + delta * other.count / n
+        m2 = self.m2 + other.m2 + delta * delta * self.count * other.count / n
+        return KeyStats(n, mean, m2)
+
+
+class ModalityStandardizer:
+    """Fit per-modality means/stds of pseudo-positive scores; transform raw cosines into z-scores.
+
+    Parameters
+    ----------
+    model_id, dim:
+        The embedding model and dimension the statistics are fitted for; saved by :meth:`to_dict` and
+        checked by :meth:`check_compatible`, so statistics are never reused with another model.
+    min_std:
+        A key whose standard deviation is below this (zero variance, or a single pseudo-pair) is
+        *degenerate*. Its std falls back to the count-weighted pooled std of the non-degenerate keys of the
+        same query modality, or to 1.0 (a pure mean shift) when there is none. A ``UserWarning`` says so.
+
+    Fitted attributes (dicts keyed by ``(query_modality, candidate_modality)``)
+    ------------------------------------------------------------------------
+    ``mean_``, ``std_`` (the std used by :meth:`transform`, after any fallback), ``count_``,
+    ``raw_std_`` (before fallback), ``fallback_`` (the set of keys whose std fell back).
+    """
+
+    def __init__(
+        self, *, model_id: str | None = None, dim: int | None = None, min_std: float = 1e-6
+    ):
+        if min_std <= 0 or not math.isfinite(min_std):
+            raise ValueError(f"min_std must be a positive finite number, got {min_std!r}")
+        if dim is not None:
+            # A plain int keeps to_dict() JSON-safe (numpy ints are not).
+            if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
+                raise ValueError(f"dim must be a positive integer or None, got {dim!r}")
+            dim = int(dim)
+        if model_id is not None and not isinstance(model_id, str):
+            raise ValueError(f"model_id must be a string or None, got {model_id!r}")
+        self.model_id = model_id
+        self.dim = dim
+        self.min_std = float(min_std)
+        self._stats: dict[Key, KeyStats] = {}
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, scores, candidate_modalities, query_modalities="text") -> ModalityStandardizer:
+        """Fit from pseudo-positive scores, replacing any earlier fit."""
+        self._stats = {}
+        return self.partial_fit(scores, candidate_modalities, query_modalities)
+
+    def partial_fit(
+        self, scores, candidate_modalities, query_modalities="text"
+    ) -> ModalityStandardizer:
+        """Merge a chunk of pseudo-positive scores into the running statistics.
+
+        ``scores`` is 1-D; ``candidate_modalities`` and ``query_modalities`` are each one label for all
+        scores, or one label per score.
+        """
+        s = np.asarray(scores, dtype=np.float64)
+        if s.ndim != 1:
+            raise ValueError(f"scores: expected a 1-D array, got shape {s.shape}")
+        if not np.isfinite(s).all():
+            raise ValueError("scores: contains NaN or inf")
+        cand = as_labels(
+            _broadcast_label(candidate_modalities, s.shape[0]), "candidate_modalities", s.shape[0]
+        )
+        qm = as_labels(
+            _broadcast_label(query_modalities, s.shape[0]), "query_modalities", s.shape[0]
+        )
+        if s.shape[0] == 0:
+            return self
+        # Group by (query, candidate) label codes; joining the strings with a separator is not safe
+        # (numpy strips trailing NULs from str arrays, and a label may contain any separator).
+        q_uniq, q_code = np.unique(qm, return_inverse=True)
+        c_uniq, c_code = np.unique(cand, return_inverse=True)
+        pair_code = q_code.reshape(-1).astype(np.int64) * len(c_uniq) + c_code.reshape(-1)
+        for code in np.unique(pair_code):
+            key = (str(q_uniq[code // len(c_uniq)]), str(c_uniq[code % len(c_uniq)]))
+            chunk = KeyStats.of(s[pair_code == code])
+            self._stats[key] = self._stats.get(key, KeyStats(0, 0.0, 0.0)).merge(chunk)
+        self._refresh()
+        return self
+
+    def _refresh(self) -> None:
+        self.count_ = {k: v.count for k, v in self._stats.items()}
+        self.mean_ = {k: v.mean for k, v in self._stats.items()}
+        self.raw_std_ = {k: v.std for k, v in self._stats.items()}
+        self.std_, self.fallback_ = {}, set()
+        for (q, c), st in self._stats.items():
+            if st.count >= 2 and st.std >= self.min_std:
+                self.std_[(q, c)] = st.std
+                continue
+            # Pool the variances of this query modality's healthy keys: same scale, no made-up number.
+            healthy = [
+                v
+                for (q2, _), v in self._stats.items()
+                if q2 == q and v.count >= 2 and v.std >= self.min_std
+            ]
+            if healthy:
+                pooled = math.sqrt(sum(v.m2 for v in healthy) / sum(v.count for v in healthy))
+            else:
+                pooled = 1.0
+            self.std_[(q, c)] = pooled
+            self.fallback_.add((q, c))
+        if self.fallback_:
+            warnings.warn(
+                "degenerate statistics (fewer than 2 pseudo-pairs or zero variance) for "
+                f"{sorted(self.fallback_)}; their std falls back to the pooled std of the other "
+                "modalities (or 1.0). Calibrate with more queries for a proper fit.",
+                UserWarning,
+                stacklevel=3,
+            )
+
+    # ------------------------------------------------------------------ using
+    @property
+    def is_fitted(self) -> bool:
+        return bool(self._stats)
+
+    def _check_fitted(self) -> None:
+        if not self._stats:
+            raise NotFittedError(
+                "ModalityStandardizer is not fitted: call fit/partial_fit with pseudo-positive scores "
+                "(e.g. from mmgap_core.mine_pseudo_positives) first"
+            )
+
+    @property
+    def keys_(self) -> list[Key]:
+        self._check_fitted()
+        return sorted(self._stats)
+
+    def query_modalities(self) -> list[str]:
+        return sorted({q for q, _ in self._stats})
+
+    def candidate_modalities(self, query_modality: str | None = None) -> list[str]:
+        return sorted({c for q, c in self._stats if query_modality is None or q == query_modality})
+
+    def params(self, query_modality: str, candidate_modality: str) -> tuple[float, float]:
+        """(mean, std) used for this key; ValueError naming the missing key otherwise."""
+        self._check_fitted()
+        key = (query_modality, candidate_modality)
+        if key not in self._stats:
+            if query_modality not in self.query_modalities():
+                raise ValueError(
+                    f"no statistics for query modality {query_modality!r}; fitted query modalities: "
+                    f"{self.query_modalities()}"
+                )
+            raise ValueError(
+                f"no statistics for candidate modality {candidate_modality!r} under query modality "
+                f"{query_modality!r}; fitted candidate modalities: "
+                f"{self.candidate_modalities(query_modality)}"
+            )
+        return self.mean_[key], self.std_[key]
+
+    def transform(self, scores, candidate_modalities, query_modality: str = "text") -> np.ndarray:
+        """z-scores ``(s - mean) / std`` for each score, by its candidate modality. Same shape as ``scores``.
+
+        ``candidate_modalities`` is one label for all scores or a label array of the same shape.
+        """
+        self._check_fitted()
+        s = np.asarray(scores, dtype=np.float64)
+        if isinstance(candidate_modalities, str):
+            mean, std = self.params(query_modality, candidate_modalities)
+            out = (s - mean) / std
+        else:
+            labels = np.asarray(candidate_modalities, dtype=object)
+            if labels.shape != s.shape:
+                raise ValueError(
+                    f"candidate_modalities: shape {labels.shape} does not match scores {s.shape}"
+                )
+            out = np.empty_like(s)
+            for m in np.unique(labels.astype(str)):
+                mean, std = self.params(query_modality, str(m))
+                sel = labels == m
+                out[sel] = (s[sel] - mean) / std
+        return out
+
+    def fit_transform(self, scores, candidate_modalities, query_modalities="text") -> np.ndarray:
+        """:meth:`fit` then :meth:`transform`, for one query modality (checked before fitting)."""
+        if not isinstance(query_modalities, str):
+            raise ValueError("fit_transform needs a single query modality")  # noqa: TRY004
+        self.fit(scores, candidate_modalities, query_modalities)
+        return self.transform(scores, candidate_modalities, query_modalities)
+
+    # ------------------------------------------------------------------ compatibility & persistence
+    def check_compatible(self, model_id: str | None = None, dim: int | None = None) -> None:
+        """Raise ValueError when these statistics were fitted for another model or dimension."""
+        if model_id is not None and self.model_id is not None and model_id != self.model_id:
+            raise ValueError(
+                f"statistics were fitted for model {self.model_id!r}, not {model_id!r}; "
+                "recalibrate for this model (e.g. `mmgap calibrate`)"
+            )
+        if dim is not None and self.dim is not None and int(dim) != int(self.dim):
+            raise ValueError(
+                f"statistics were fitted for embedding dimension {self.dim}, not {dim}; recalibrate"
+            )
+
+    def gap(self, query_modality: str = "text") -> dict[str, float]:
+        """Mean pseudo-positive score per candidate modality: the size of the modality gap at a glance."""
+        self._check_fitted()
+        return {c: self.mean_[(q, c)] for (q, c) in self._stats if q == query_modality}
+
+    def to_dict(self) -> dict:
+        """JSON-safe, versioned data (plain floats/ints/strings)."""
+        self._check_fitted()
+        return {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "model_id": self.model_id,
+            "dim": self.dim,
+            "min_std": self.min_std,
+            "stats": [
+                {
+                    "query_modality": q,
+                    "candidate_modality": c,
+                    "count": st.count,
+                    "mean": st.mean,
+                    "m2": st.m2,
+                    "std": self.std_[(q, c)],
+                    "fallback": (q, c) in self.fallback_,
+                }
+                for (q, c), st in sorted(self._stats.items())
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModalityStandardizer:
+        if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
+            raise ValueError(f"not mmgap standardizer data (expected format {FORMAT_NAME!r})")
+        version = data.get("version")
+        if version != FORMAT_VERSION:
+            raise ValueError(
+                f"standardizer data has version {version!r}; this mmgap reads version {FORMAT_VERSION}"
+            )
+        try:
+            obj = cls(
+                model_id=data.get("model_id"),
+                dim=data.get("dim"),
+                min_std=data.get("min_std", 1e-6),
+            )
+            stats = {}
+            for row in data["stats"]:
+                st = KeyStats(int(row["count"]), float(row["mean"]), float(row["m2"]))
+                if (
+                    st.count < 1
+                    or not math.isfinite(st.mean)
+                    or not math.isfinite(st.m2)
+                    or st.m2 < 0
+                ):
+                    raise ValueError(f"invalid statistics row {row!r}")
+                stats[(str(row["query_modality"]), str(row["candidate_modality"]))] = st
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"malformed standardizer data: missing or bad field {exc}") from exc
+        if not stats:
+            raise ValueError("standardizer data holds no statistics")
+        obj._stats = stats
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # already warned when it was fitted
+            obj._refresh()
+        return obj
+
+    def __repr__(self) -> str:
+        if not self._stats:
+            return "ModalityStandardizer(unfitted)"
+        parts = ", ".join(
+            f"{q}->{c}: mean={self.mean_[(q, c)]:.4f} std={self.std_[(q, c)]:.4f} n={self.count_[(q, c)]}"
+            for q, c in sorted(self._stats)
+        )
+        return f"ModalityStandardizer({parts})"
