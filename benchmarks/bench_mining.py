@@ -64,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--k", type=int, default=1, help="pseudo-positives per modality (top_k)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--layout", choices=["contiguous", "interleaved"], default="contiguous")
-    ap.add_argument("--exclude", action="store_true", help="self-exclusion: query i is corpus row i")
+    ap.add_argument(
+        "--exclude", action="store_true", help="self-exclusion: query i is corpus row i"
+    )
     ap.add_argument("--max-block-bytes", type=int, default=DEFAULT_BLOCK_BYTES)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -135,7 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'ratio (goal <= 1.3)':22}{row['ratio_best']:10.2f}{row['ratio_median']:10.2f}")
     print(f"{'peak extra memory':22}{row['peak_extra_mib']:9.1f}M  (goal <= 256 MiB; incl. result)")
     print(f"{'result Q x M x k':22}{row['result_mib']:9.2f}M")
-    print(f"{'Q x N score matrix':22}{row['matmul_output_mib']:9.1f}M  (what a bare matmul allocates)")
+    print(
+        f"{'Q x N score matrix':22}{row['matmul_output_mib']:9.1f}M  (what a bare matmul allocates)"
+    )
     return 0
 
 

@@ -169,15 +169,13 @@ class ZScorePerQueryFusion(FusionMethod):
     def score(self, batch):
         out = {}
         for m, c in batch.lists.items():
-            s = np.where(c.valid, c.scores, np.nan)
-            n = c.valid.sum(axis=1, keepdims=True)
-            with np.errstate(invalid="ignore"):
-                mean = np.nanmean(np.where(n > 0, s, 0.0), axis=1, keepdims=True)
-                std = np.sqrt(
-                    np.nanmean(np.where(n > 0, (s - mean) ** 2, 0.0), axis=1, keepdims=True)
-                )
-            std = np.where((std > 1e-12) & np.isfinite(std), std, 1.0)
-            out[m] = np.where(c.valid, (c.scores - mean) / std, -np.inf)
+            # Masked sums, not nanmean: no "empty slice" warnings for empty rows or 0-wide lists.
+            n = np.maximum(c.valid.sum(axis=1, keepdims=True), 1)
+            mean = np.where(c.valid, c.scores, 0.0).sum(axis=1, keepdims=True) / n
+            dev = np.where(c.valid, c.scores - mean, 0.0)
+            std = np.sqrt((dev * dev).sum(axis=1, keepdims=True) / n)
+            std = np.where(std > 1e-12, std, 1.0)
+            out[m] = np.where(c.valid, dev / std, -np.inf)
         return out
 
 
@@ -189,13 +187,13 @@ class MinMaxFusion(FusionMethod):
     def score(self, batch):
         out = {}
         for m, c in batch.lists.items():
-            lo = np.where(c.valid, c.scores, np.inf).min(axis=1, keepdims=True)
-            hi = np.where(c.valid, c.scores, -np.inf).max(axis=1, keepdims=True)
-            span = hi - lo
-            with np.errstate(invalid="ignore"):
-                scaled = np.where(
-                    span > 1e-12, (c.scores - lo) / np.where(span > 1e-12, span, 1.0), 1.0
-                )
+            # `initial` makes a 0-wide list (a modality that returned nothing) a no-op, not an error.
+            lo = np.where(c.valid, c.scores, np.inf).min(axis=1, keepdims=True, initial=np.inf)
+            hi = np.where(c.valid, c.scores, -np.inf).max(axis=1, keepdims=True, initial=-np.inf)
+            spread = hi - lo > 1e-12  # False for rows with no valid item (-inf - inf)
+            safe_lo = np.where(spread, lo, 0.0)
+            span = np.where(spread, hi - safe_lo, 1.0)
+            scaled = np.where(spread, (np.where(c.valid, c.scores, 0.0) - safe_lo) / span, 1.0)
             out[m] = np.where(c.valid, scaled, -np.inf)
         return out
 

@@ -107,9 +107,8 @@ class ModalityStandardizer:
 
     # ------------------------------------------------------------------ fitting
     def fit(self, scores, candidate_modalities, query_modalities="text") -> ModalityStandardizer:
-        """Fit from pseudo-positive scores, replacing any earlier fit."""
-        self._stats = {}
-        return self.partial_fit(scores, candidate_modalities, query_modalities)
+        """Fit from pseudo-positive scores, replacing any earlier fit (kept if the input is bad)."""
+        return self._fit_chunk({}, scores, candidate_modalities, query_modalities)
 
     def partial_fit(
         self, scores, candidate_modalities, query_modalities="text"
@@ -119,6 +118,10 @@ class ModalityStandardizer:
         ``scores`` is 1-D; ``candidate_modalities`` and ``query_modalities`` are each one label for all
         scores, or one label per score.
         """
+        return self._fit_chunk(self._stats, scores, candidate_modalities, query_modalities)
+
+    def _fit_chunk(self, start, scores, candidate_modalities, query_modalities):
+        # Validate everything before touching the fitted state.
         s = np.asarray(scores, dtype=np.float64)
         if s.ndim != 1:
             raise ValueError(f"scores: expected a 1-D array, got shape {s.shape}")
@@ -130,7 +133,10 @@ class ModalityStandardizer:
         qm = as_labels(
             _broadcast_label(query_modalities, s.shape[0]), "query_modalities", s.shape[0]
         )
+        stats = dict(start)
         if s.shape[0] == 0:
+            self._stats = stats
+            self._refresh()
             return self
         # Group by (query, candidate) label codes; joining the strings with a separator is not safe
         # (numpy strips trailing NULs from str arrays, and a label may contain any separator).
@@ -140,11 +146,13 @@ class ModalityStandardizer:
         for code in np.unique(pair_code):
             key = (str(q_uniq[code // len(c_uniq)]), str(c_uniq[code % len(c_uniq)]))
             chunk = KeyStats.of(s[pair_code == code])
-            self._stats[key] = self._stats.get(key, KeyStats(0, 0.0, 0.0)).merge(chunk)
+            stats[key] = stats.get(key, KeyStats(0, 0.0, 0.0)).merge(chunk)
+        self._stats = stats
         self._refresh()
         return self
 
     def _refresh(self) -> None:
+        """Recompute the public fitted attributes; warn about degenerate keys (at the user's call)."""
         self.count_ = {k: v.count for k, v in self._stats.items()}
         self.mean_ = {k: v.mean for k, v in self._stats.items()}
         self.raw_std_ = {k: v.std for k, v in self._stats.items()}
@@ -171,7 +179,7 @@ class ModalityStandardizer:
                 f"{sorted(self.fallback_)}; their std falls back to the pooled std of the other "
                 "modalities (or 1.0). Calibrate with more queries for a proper fit.",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=4,  # _refresh <- _fit_chunk <- fit/partial_fit <- caller
             )
 
     # ------------------------------------------------------------------ using

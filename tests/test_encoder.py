@@ -161,6 +161,14 @@ def test_offline_resolves_weights_from_the_local_hf_cache(monkeypatch, tmp_path,
     assert no_network == []
 
 
+def test_offline_lookup_of_plain_url_weights(tmp_path):
+    cfg = {"url": "https://example.invalid/models/RN50.pt", "hf_hub": ""}
+    path, looked = oc_backend._find_cached_weights(cfg, str(tmp_path))
+    assert path is None and str(tmp_path / "RN50.pt") in looked
+    (tmp_path / "RN50.pt").write_bytes(b"cached")
+    assert oc_backend._find_cached_weights(cfg, str(tmp_path))[0] == str(tmp_path / "RN50.pt")
+
+
 def test_failed_download_is_weights_unavailable(monkeypatch, tmp_path, no_network):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
@@ -173,6 +181,23 @@ def test_failed_download_is_weights_unavailable(monkeypatch, tmp_path, no_networ
     with pytest.raises(WeightsUnavailableError, match="could not be downloaded.*name resolution"):
         OpenClipEncoder("ViT-B-32", "laion2b_s34b_b79k", device="cpu", cache_dir=tmp_path)
     assert no_network == []
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_low_precision_stays_close_to_fp32(tiny_clip, tiny_encoder, sample_images, precision):
+    low = OpenClipEncoder(
+        tiny_clip.model_name,
+        str(tiny_clip.checkpoint_path),
+        model_config=str(tiny_clip.config_path),
+        device="cpu",
+        precision=precision,
+    )
+    assert low.model_id == tiny_encoder.model_id
+    for embed in ("embed_texts", "embed_images"):
+        items = TEXTS[:3] if embed == "embed_texts" else sample_images[:2]
+        got = getattr(low, embed)(items).vectors
+        assert got.dtype == np.float32 and _unit_rows(got)
+        np.testing.assert_allclose(got, getattr(tiny_encoder, embed)(items).vectors, atol=0.03)
 
 
 def test_device_auto_selection(monkeypatch):

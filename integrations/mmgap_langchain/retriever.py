@@ -18,6 +18,7 @@ from langchain_core.callbacks import (
 )
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever, LangSmithRetrieverParams
+from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import run_in_executor
 from pydantic import ConfigDict, Field
 
@@ -32,12 +33,22 @@ CAPTION_KEYS = ("caption", "title", "alt_text", "alt", "description")
 _SEARCH_OPTIONS = ("k", "k_per_modality", "filter", "score_threshold", "method")
 # Keywords LangChain itself leaves in the kwargs it forwards to the retriever.
 _IGNORED_KWARGS = ("verbose",)
+_NO_IMAGE = "empty query: give an image path, image bytes or a PIL image"
 
 
 def _image_mime_type(uri: str | None) -> str | None:
     if not uri:
         return None
     return mimetypes.guess_type(uri)[0]
+
+
+def _image_label(image: Any) -> str:
+    """What callbacks and traces show as the query string of an image query."""
+    if isinstance(image, (str, os.PathLike)):
+        return f"image: {os.fspath(image)}"
+    if isinstance(image, (bytes, bytearray)):
+        return f"image: <{len(image)} bytes>"
+    return f"image: <{type(image).__name__}>"
 
 
 def _image_page_content(hit: Hit) -> str:
@@ -84,7 +95,9 @@ class MMGapRetriever(BaseRetriever):
     option can also be given per call: ``retriever.invoke("query", k=2, filter={...})``.
 
     Image queries: ``invoke`` takes a string, so use :meth:`invoke_image` / :meth:`ainvoke_image`
-    with a path, encoded bytes or a PIL image.
+    with a path, encoded bytes or a PIL image. They go through ``invoke`` with an ``image=``
+    keyword (callbacks and tracing see ``"image: <path>"`` as the query), so
+    ``invoke(label, image=...)`` is the same image search; the string is then only a label.
 
     Attributes:
         engine: the mmgap engine (store + encoder) to search.
@@ -119,13 +132,14 @@ class MMGapRetriever(BaseRetriever):
         unknown = sorted(set(overrides) - set(_SEARCH_OPTIONS) - set(_IGNORED_KWARGS))
         if unknown:
             raise TypeError(
-                f"unexpected search argument(s) {unknown}; accepted: {', '.join(_SEARCH_OPTIONS)}"
+                f"unexpected search argument(s) {unknown}; accepted: "
+                f"{', '.join(_SEARCH_OPTIONS)}, image"
             )
         opts = {name: getattr(self, name) for name in _SEARCH_OPTIONS}
         opts.update({n: v for n, v in overrides.items() if n in _SEARCH_OPTIONS})
         return opts
 
-    def _search(self, *, text: str | None = None, image: Any = None, **overrides: Any) -> list[Document]:
+    def _search(self, text: str | None, image: Any, overrides: Mapping[str, Any]) -> list[Document]:
         opts = self._options(overrides)
         result = self.engine.search(
             text,
@@ -140,34 +154,55 @@ class MMGapRetriever(BaseRetriever):
             hit_to_document(h) for h in result if threshold is None or h.score >= threshold
         ]
 
+    @staticmethod
+    def _query(query: str, kwargs: dict[str, Any]) -> tuple[str | None, Any]:
+        """(text, image) of one call; an ``image=`` keyword makes it an image query."""
+        if "image" not in kwargs:
+            return query, None
+        image = kwargs.pop("image")
+        if image is None:
+            raise ValueError(_NO_IMAGE)
+        return None, image
+
     def _get_relevant_documents(
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun, **kwargs: Any
     ) -> list[Document]:
-        return self._search(text=query, **kwargs)
+        text, image = self._query(query, kwargs)
+        return self._search(text, image, kwargs)
 
     async def _aget_relevant_documents(
         self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun, **kwargs: Any
     ) -> list[Document]:
+        text, image = self._query(query, kwargs)
         # The engine is synchronous (torch + Chroma): keep it off the event loop.
-        return await run_in_executor(None, self._search, text=query, **kwargs)
+        return await run_in_executor(None, self._search, text, image, kwargs)
 
-    def invoke_image(self, image: str | os.PathLike | bytes | Any, **kwargs: Any) -> list[Document]:
+    def invoke_image(
+        self,
+        image: str | os.PathLike | bytes | Any,
+        config: RunnableConfig | None = None,
+        **kwargs: Any,
+    ) -> list[Document]:
         """Documents for an image query: a file path, encoded image bytes or a PIL image.
 
-        Accepts the same per-call options as ``invoke`` (``k``, ``filter``, ...). A path that does
-        not exist raises ``ValueError("query image not found: ...")``.
+        Accepts the same per-call options as ``invoke`` (``k``, ``filter``, ...) and a
+        ``RunnableConfig`` (callbacks, tags). A path that does not exist raises
+        ``ValueError("query image not found: ...")``.
         """
         if image is None:
-            raise ValueError("empty query: give an image path, image bytes or a PIL image")
-        return self._search(image=image, **kwargs)
+            raise ValueError(_NO_IMAGE)
+        return self.invoke(_image_label(image), config, image=image, **kwargs)
 
     async def ainvoke_image(
-        self, image: str | os.PathLike | bytes | Any, **kwargs: Any
+        self,
+        image: str | os.PathLike | bytes | Any,
+        config: RunnableConfig | None = None,
+        **kwargs: Any,
     ) -> list[Document]:
-        """Async :meth:`invoke_image` (runs the search in a worker thread)."""
+        """Async :meth:`invoke_image` (the search runs in a worker thread)."""
         if image is None:
-            raise ValueError("empty query: give an image path, image bytes or a PIL image")
-        return await run_in_executor(None, self._search, image=image, **kwargs)
+            raise ValueError(_NO_IMAGE)
+        return await self.ainvoke(_image_label(image), config, image=image, **kwargs)
 
     def _get_ls_params(self, **kwargs: Any) -> LangSmithRetrieverParams:
         params = super()._get_ls_params(**kwargs)

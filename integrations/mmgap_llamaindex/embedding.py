@@ -86,7 +86,7 @@ class OpenClipMultiModalEmbedding(MultiModalEmbedding):
                 raise ValueError(f"encoder {encoder!r} has no {method}() method")
         resolved = getattr(encoder, "pretrained", None)
         super().__init__(
-            model_name=getattr(encoder, "model_name", model_name),
+            model_name=getattr(encoder, "model_name", encoder.model_id),
             model_id=encoder.model_id,
             pretrained=None if resolved is None else os.fspath(resolved),
             embed_batch_size=embed_batch_size,

@@ -205,9 +205,7 @@ class MMGapLlamaRetriever(BaseRetriever):
         from mmgap_core.store.chroma import ChromaStore
 
         store = ChromaStore.from_llamaindex(chroma_client, text_collection, image_collection)
-        if not callable(getattr(store, "save_calibration", None)):
-            store = _HeldCalibration(store)
-        engine = RetrievalEngine(store, encoder)
+        engine = RetrievalEngine(_HeldCalibration(store), encoder)
         if calibration_path is not None and os.path.exists(calibration_path):
             engine.import_calibration(calibration_path)
         elif calibrate:

@@ -53,7 +53,11 @@ def run(args) -> int:
     folder = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="mmgap-demo-"))
     try:
         encoder = None
-        if not args.simulated:
+        unreachable = None if args.simulated else _hub_unreachable(args.model, args.pretrained)
+        if unreachable:
+            print(f"pretrained weights {args.model}/{args.pretrained} cannot be loaded here ({unreachable}); "
+                  "using simulator embeddings instead.")
+        elif not args.simulated:
             try:
                 from ..encoders.open_clip import OpenClipEncoder
 
@@ -72,6 +76,36 @@ def run(args) -> int:
         if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)
     return 0
+
+
+def _hub_unreachable(model: str, pretrained: str) -> str | None:
+    """Why the tag's weights certainly cannot be fetched now (not cached, hub host unresolvable), else None.
+
+    Saves the user a minute of download retries on a machine without network.
+    """
+    import os
+    import socket
+    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import TimeoutError as FutureTimeout
+
+    if os.path.isfile(pretrained) or os.environ.get("HF_HUB_OFFLINE"):
+        return None  # a local file, or offline mode: the encoder itself answers at once
+    try:
+        from ..encoders.open_clip import _find_cached_weights, oc_pretrained
+
+        cfg = oc_pretrained.get_pretrained_cfg(model, pretrained)
+        if not cfg or _find_cached_weights(cfg, None)[0] is not None:
+            return None
+    except ImportError:
+        return None
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
+        pool.submit(socket.getaddrinfo, "huggingface.co", 443).result(timeout=3)
+    except (OSError, FutureTimeout) as exc:
+        return f"not cached, and no network to download them: {type(exc).__name__} {exc}".strip()
+    finally:
+        pool.shutdown(wait=False)
+    return None
 
 
 def _demo_images(folder: Path) -> list[Path]:

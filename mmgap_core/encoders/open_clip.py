@@ -159,17 +159,18 @@ def _find_cached_weights(cfg: dict, cache_dir: str | None) -> tuple[str | None, 
 def _resolve_tag_weights(model_name: str, tag: str, cache_dir: str | None) -> str:
     """Local file holding the weights of a pretrained tag, downloading only when online."""
     cfg = oc_pretrained.get_pretrained_cfg(model_name, tag)
+    # Cached weights of a tag never change: use them without touching the network.
+    path, looked = _find_cached_weights(cfg, cache_dir)
+    if path is not None:
+        return path
     if offline_mode():
         # Never call open_clip's downloader here: its plain-URL path (urllib) ignores offline mode.
-        path, looked = _find_cached_weights(cfg, cache_dir)
-        if path is None:
-            raise WeightsUnavailableError(
-                f"open_clip weights {model_name}:{tag} are unavailable: offline mode is set "
-                f"(HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE) and they are not in the local cache "
-                f"(looked in: {looked}). Download them once while online, or pass a local "
-                f"checkpoint file as `pretrained`."
-            )
-        return path
+        raise WeightsUnavailableError(
+            f"open_clip weights {model_name}:{tag} are unavailable: offline mode is set "
+            f"(HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE) and they are not in the local cache "
+            f"(looked in: {looked}). Download them once while online, or pass a local "
+            f"checkpoint file as `pretrained`."
+        )
     try:
         path = oc_pretrained.download_pretrained(cfg, cache_dir=cache_dir)
     except Exception as exc:
@@ -365,6 +366,8 @@ class OpenClipEncoder:
             )
 
         self.model_name = model_name
+        # Kept so a store can record how to rebuild this encoder (see mmgap_core.engine.encoder_spec).
+        self.model_config = None if model_config is None else str(Path(model_config).resolve())
         self.precision = precision
         self.device = _select_device(device)
 
@@ -431,7 +434,8 @@ class OpenClipEncoder:
         model.eval()
         self._model = model
         self._preprocess = preprocess
-        self._input_dtype = next(model.visual.parameters()).dtype
+        # fp16/bf16 keep some fp32 weights (first visual param may be fp32): ask open_clip.
+        self._input_dtype = open_clip.get_input_dtype(precision) or torch.float32
 
         text_cfg = open_clip.get_model_config(model_name).get("text_cfg", {})
         try:
