@@ -449,16 +449,24 @@ class RetrievalEngine:
                 ids, _docs, emb = self.store.sample_documents(qm, sample, seed)
                 query_sets[qm] = (emb, list(ids))
 
-        total = sum(counts.values())
-        exact = total <= exact_max_items
+        exact = sum(counts.values()) <= exact_max_items
+        # Exact mining reads the corpus once for every query modality and for the means.
+        corpus = self._load_corpus() if exact else None
         std = ModalityStandardizer(model_id=self.model_id, dim=self.dim)
         for qm, (emb, self_ids) in query_sets.items():
-            if exact:
-                scores, labels = self._mine_exact(emb, self_ids)
+            if corpus is not None:
+                scores, labels = self._mine_exact(corpus, emb, self_ids)
             else:
                 scores, labels = self._mine_through_store(emb, self_ids, progress)
             std.partial_fit(scores, labels, qm)
-        means = self._modality_means(exact)
+            missing = sorted(set(counts) - set(std.candidate_modalities(qm)))
+            if missing:
+                # Happens when a modality's only items are the (self-excluded) queries themselves.
+                raise ValueError(
+                    f"calibration found no pseudo-positive {missing} candidate for any {qm} query "
+                    f"(store holds {counts}); index more items or pass calibration queries"
+                )
+        means = self._modality_means(corpus)
         data = {
             "format": CALIBRATION_FORMAT,
             "version": CALIBRATION_VERSION,
@@ -488,13 +496,13 @@ class RetrievalEngine:
                 ids.extend(batch_ids)
         return np.concatenate(embs), np.asarray(labels), ids
 
-    def _mine_exact(self, queries: np.ndarray, self_ids: list[str] | None):
-        corpus, labels, ids = self._load_corpus()
+    def _mine_exact(self, corpus, queries: np.ndarray, self_ids: list[str] | None):
+        vectors, labels, ids = corpus
         exclude = None
         if self_ids is not None:
             row = {cid: i for i, cid in enumerate(ids)}
             exclude = np.asarray([row.get(cid, -1) for cid in self_ids], dtype=np.int64)
-        return mine_pseudo_positives(queries, corpus, labels, exclude=exclude).pairs()
+        return mine_pseudo_positives(queries, vectors, labels, exclude=exclude).pairs()
 
     def _mine_through_store(self, queries: np.ndarray, self_ids: list[str] | None, progress: bool):
         from tqdm.auto import tqdm
@@ -514,7 +522,11 @@ class RetrievalEngine:
                         break
         return np.asarray(scores), np.asarray(labels)
 
-    def _modality_means(self, exact: bool) -> dict[str, np.ndarray]:
+    def _modality_means(self, corpus=None) -> dict[str, np.ndarray]:
+        """Mean embedding per modality (for `center`), from a loaded corpus or streamed from the store."""
+        if corpus is not None:
+            vectors, labels, _ids = corpus
+            return {m: vectors[labels == m].mean(axis=0, dtype=np.float64) for m in np.unique(labels)}
         means = {}
         for m in self.store.modalities():
             total, n = None, 0

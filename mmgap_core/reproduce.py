@@ -7,12 +7,14 @@ as ``mmgap eval`` -- :func:`~mmgap_core.evaluation.evaluate_embeddings` for the 
 text; calibration is transductive (each question's top-1 per modality, without labels). The report
 splits Recall@K by the gold modality: "text" is same-modal, "image" is cross-modal.
 
-Embedding cache: one folder per model id under ``cache_dir``; each file holds vectors (and the failures)
-of one set of items. Text vectors are keyed by a hash of the exact text embedded, image vectors by
-``image id | file name | size | mtime`` (or the TSV store's name, offset, size and mtime), so a changed
-source invalidates exactly the items it changes, and items are reused across pools and ``--limit`` runs.
-Files are written atomically (temporary file + rename); chunks are saved as they finish, so an
-interrupted run resumes where it stopped.
+Embedding cache: one folder per model id under ``cache_dir``; each file holds the vectors (and the
+failure reasons) of the items one run newly embedded, so nothing is stored twice. Text vectors are keyed
+by a hash of the exact text embedded (which covers the source file and the item id), image vectors by
+``image id | file name | size | mtime`` (or the TSV store's name, the line's offset, size and mtime), so
+a changed source invalidates exactly the items it changes, and items are reused across pools and
+``--limit`` runs. Files are written atomically (temporary file + rename); chunks are saved as they
+finish, so an interrupted run resumes where it stopped. Failures are cached too (a corrupt image is not
+retried until its file changes); delete the model's cache folder to start over.
 """
 
 from __future__ import annotations
@@ -235,13 +237,15 @@ class EmbeddingCache:
                     return None
                 keys = z["keys"].tolist()
                 pos = [i for i, k in enumerate(keys) if k in wanted]
-                vectors = z["vectors"][pos] if pos else None
-                dim = int(z["vectors"].shape[1])
+                found, dim = {}, None
+                if pos:  # read the vectors only from files that hold wanted items
+                    matrix = z["vectors"]
+                    dim = int(matrix.shape[1])
+                    found = {keys[i]: matrix[i] for i in pos}
                 failed = dict(zip(z["failed_keys"].tolist(), z["failed_reasons"].tolist()))
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        except (OSError, ValueError, KeyError, IndexError, EOFError, zipfile.BadZipFile) as exc:
             self._log(f"ignoring unreadable cache file {path}: {type(exc).__name__}: {exc}")
             return None
-        found = {keys[i]: vectors[j] for j, i in enumerate(pos)} if pos else {}
         return found, {k: v for k, v in failed.items() if k in wanted}, dim
 
     def load(self, model_id: str, kind: str, keys: Sequence[str]):
@@ -262,9 +266,10 @@ class EmbeddingCache:
             if got is None:
                 continue
             found, failed, file_dim = got
-            if dim is not None and file_dim != dim:
-                continue
-            dim = file_dim
+            if file_dim is not None:
+                if dim is not None and file_dim != dim:
+                    continue
+                dim = file_dim
             vectors.update(found)
             failures.update(failed)
             missing -= found.keys() | failed.keys()
@@ -521,7 +526,10 @@ class ModelResult:
                 "dropped_queries": dict(sorted(self.dropped_queries.items())),
                 "embedded": {"new": self.n_embedded, "from_cache": self.n_from_cache},
                 "seconds": round(self.seconds, 3),
-                "cross_modal_gain": self.gain(k),
+                "cross_modal_gain": {
+                    key: None if isinstance(v, float) and v != v else v
+                    for key, v in self.gain(k).items()
+                },
                 "caption_baseline": self.caption_baseline,
             }
         )
@@ -550,6 +558,7 @@ class ReproduceReport:
     methods: list[str]
     pool: str
     dataset_skipped: dict[str, int] = field(default_factory=dict)
+    captioner: str | None = None
 
     @property
     def gain_k(self) -> int:
@@ -652,6 +661,7 @@ class ReproduceReport:
                 "ks": list(self.ks),
                 "query_modality": QUERY_MODALITY,
                 "calibration": "transductive",
+                "caption_baseline": self.captioner,
             },
             "models": {mid: r.to_json(self.gain_k) for mid, r in self.models.items()},
             "skipped": {"dataset": dict(self.dataset_skipped), "models": dict(self.skipped_models)},
@@ -1107,4 +1117,7 @@ def reproduce(
         methods=method_names,
         pool=pool,
         dataset_skipped=dict(sorted(dataset.skipped.items())),
+        captioner=None
+        if captioner is None
+        else str(getattr(captioner, "name", type(captioner).__name__)),
     )

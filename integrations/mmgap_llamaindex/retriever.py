@@ -98,31 +98,6 @@ def _check_top_k(name: str, value: Any, *, optional: bool = False) -> None:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
-class _HeldCalibration:
-    """A read-only store plus calibration kept in memory by the caller.
-
-    Read-only foreign layouts (``ChromaStore.from_llamaindex``) keep no calibration of their own;
-    the engine loads and saves calibration through its store, so this view holds it for them.
-    Everything else is the wrapped store's.
-    """
-
-    def __init__(self, store: Any) -> None:
-        self._store = store
-        self._calibration: dict | None = None
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
-
-    def load_calibration(self) -> dict | None:
-        return self._calibration
-
-    def save_calibration(self, data: Mapping[str, Any]) -> None:
-        self._calibration = dict(data)
-
-    def __repr__(self) -> str:
-        return f"{self._store!r} (calibration held in memory)"
-
-
 class MMGapLlamaRetriever(BaseRetriever):
     """Calibrated mixed text+image retrieval as a LlamaIndex retriever.
 
@@ -205,7 +180,7 @@ class MMGapLlamaRetriever(BaseRetriever):
         from mmgap_core.store.chroma import ChromaStore
 
         store = ChromaStore.from_llamaindex(chroma_client, text_collection, image_collection)
-        engine = RetrievalEngine(_HeldCalibration(store), encoder)
+        engine = RetrievalEngine(store, encoder)  # calibration lives in memory on the view
         if calibration_path is not None and os.path.exists(calibration_path):
             engine.import_calibration(calibration_path)
         elif calibrate:

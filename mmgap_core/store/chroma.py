@@ -895,7 +895,7 @@ class ForeignLayout(_StoreReader):
 
     Build one with :meth:`mixed`, :meth:`langchain_images` or :meth:`llamaindex` (also reachable
     as ``ChromaStore.from_*``). It has no manifest: ``model_id`` is ``None`` and
-    ``load_calibration()`` returns ``None``; calibrations for it must be kept by the caller.
+    a calibration saved on it lives in memory only (export it to keep it).
     """
 
     read_only = True
@@ -1063,8 +1063,18 @@ class ForeignLayout(_StoreReader):
         return None
 
     def load_calibration(self) -> dict | None:
-        """Foreign layouts keep no calibration: always ``None``."""
-        return None
+        """The calibration saved on this view in this process, else ``None``."""
+        return getattr(self, "_calibration", None)
+
+    def save_calibration(self, data: Mapping[str, Any]) -> None:
+        """Keep a calibration in memory: collections others wrote are never modified.
+
+        Persist it with ``RetrievalEngine.export_calibration`` and load it again with
+        ``import_calibration``.
+        """
+        if not isinstance(data, Mapping):
+            raise ValueError(f"calibration must be a dict, got {type(data).__name__}")
+        self._calibration = dict(data)
 
     def add(self, *args: Any, **kwargs: Any) -> AddResult:
         """Not supported: foreign layouts are read-only."""
