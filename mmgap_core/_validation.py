@@ -7,10 +7,13 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def as_embeddings(x, name: str, *, dim: int | None = None, allow_empty: bool = False) -> np.ndarray:
+def as_embeddings(
+    x, name: str, *, dim: int | None = None, allow_empty: bool = False, finite: bool = True
+) -> np.ndarray:
     """Return ``x`` as a C-contiguous float32 2-D array, after checking shape and finiteness.
 
-    No copy is made when ``x`` already is float32 and C-contiguous.
+    No copy is made when ``x`` already is float32 and C-contiguous. ``finite=False`` skips the NaN/inf
+    pass, for callers that detect it in a pass of their own (e.g. while computing row norms).
     """
     try:
         arr = np.asarray(x)
@@ -27,7 +30,8 @@ def as_embeddings(x, name: str, *, dim: int | None = None, allow_empty: bool = F
         raise ValueError(f"{name}: has dimension 0")
     if dim is not None and arr.shape[1] != dim:
         raise ValueError(f"{name}: dimension mismatch, expected {dim} columns, got {arr.shape[1]}")
-    check_finite(arr, name)
+    if finite:
+        check_finite(arr, name)
     return arr
 
 

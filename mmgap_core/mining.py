@@ -48,19 +48,31 @@ class PseudoPositives(ModalityTopK):
         return self.scores[valid].astype(np.float64), labels[valid].astype(str)
 
 
+SEED_COLUMNS = 512  # k > 1: columns partitioned to seed a not-yet-full row's threshold
 UNIT_NORM_ATOL = 1e-6  # rows this close to unit length are used as they are (no score scaling pass)
 
 
 def _inverse_norms(x: np.ndarray, name: str, block_rows: int) -> np.ndarray | None:
     """1/||row|| as float32, or None when every row is already unit length (the common, free case).
 
-    Norms are summed in float64 so that very small or very large (finite) rows neither underflow to a
-    false "zero norm" nor overflow to inf.
+    Also the finiteness check of ``x`` (a NaN/inf row has a non-finite squared norm), so the caller
+    reads the embeddings once for both. Squared norms are summed in float32 (fast); rows whose square
+    may have underflowed or overflowed are redone in float64, so a tiny row is not a false "zero norm".
     """
-    norms = np.empty(x.shape[0], dtype=np.float64)
+    sq = np.empty(x.shape[0], dtype=np.float32)
     for s in range(0, x.shape[0], block_rows):
         blk = x[s : s + block_rows]
-        norms[s : s + block_rows] = np.sqrt(np.einsum("ij,ij->i", blk, blk, dtype=np.float64))
+        np.einsum("ij,ij->i", blk, blk, out=sq[s : s + block_rows])
+    norms = np.sqrt(sq, dtype=np.float64)
+    odd = np.flatnonzero(~(np.isfinite(sq) & (sq > 1e-30) & (sq < 1e30)))
+    if odd.size:
+        rows = x[odd]
+        bad = odd[~np.isfinite(rows).all(axis=1)]
+        if bad.size:
+            shown = ", ".join(str(i) for i in bad[:5])
+            more = f" (and {bad.size - 5} more)" if bad.size > 5 else ""
+            raise ValueError(f"{name}: contains NaN or inf in row(s) {shown}{more}")
+        norms[odd] = np.sqrt(np.einsum("ij,ij->i", rows, rows, dtype=np.float64))
     zero = np.flatnonzero(norms == 0)
     if zero.size:
         raise ValueError(f"{name}: row(s) {zero[:5].tolist()} have zero norm; cosine is undefined")
@@ -80,11 +92,31 @@ def _kth_largest(s: np.ndarray, kth: int, chunk_rows: int) -> np.ndarray:
 
 
 def _merge_rows(best_s, best_i, rows, new_s, new_i):
-    """Merge new (row, score, corpus index) entries into the rows of ``best_s``/``best_i`` they touch."""
-    touched, local = np.unique(rows, return_inverse=True)
-    sub_s, sub_i = best_s[touched], best_i[touched]
-    _merge_candidates(sub_s, sub_i, local.reshape(-1), new_s, new_i, best_s.shape[1])
-    best_s[touched], best_i[touched] = sub_s, sub_i
+    """Merge new (row, score, corpus index) entries into the rows of ``best_s``/``best_i`` they touch.
+
+    ``rows`` must be sorted, and within a row the new indices ascending and above every index already
+    kept (blocks are scanned in corpus order): then a stable sort by score alone breaks ties by the
+    lower corpus row.
+    """
+    k = best_s.shape[1]
+    touched, starts, counts = np.unique(rows, return_index=True, return_counts=True)
+    width = k + int(counts.max())
+    if touched.size * width > 4 * (rows.size + touched.size * k):
+        # A few rows with very many hits (ties): a dense table would be mostly padding.
+        sub_s, sub_i = best_s[touched], best_i[touched]
+        local = np.repeat(np.arange(touched.size), counts)
+        _merge_candidates(sub_s, sub_i, local, new_s, new_i, k)
+        best_s[touched], best_i[touched] = sub_s, sub_i
+        return
+    dense_s = np.full((touched.size, width), -np.inf, dtype=best_s.dtype)
+    dense_i = np.full((touched.size, width), -1, dtype=best_i.dtype)
+    dense_s[:, :k], dense_i[:, :k] = best_s[touched], best_i[touched]
+    local = np.repeat(np.arange(touched.size), counts)
+    col = k + np.arange(rows.size) - np.repeat(starts, counts)
+    dense_s[local, col], dense_i[local, col] = new_s, new_i
+    order = np.argsort(-dense_s, axis=1, kind="stable")[:, :k]
+    best_s[touched] = np.take_along_axis(dense_s, order, axis=1)
+    best_i[touched] = np.take_along_axis(dense_i, order, axis=1)
 
 
 def _merge_candidates(best_s, best_i, rows, new_s, new_i, k):
@@ -139,8 +171,9 @@ def topk_per_modality(
     k = int(k)
     if max_block_bytes < 2**20:
         raise ValueError("max_block_bytes must be at least 1 MiB")
-    cand = as_embeddings(candidates, "candidates")
-    q = as_embeddings(queries, "queries", dim=cand.shape[1])
+    # NaN/inf are caught by _inverse_norms below, in the same pass as the norms.
+    cand = as_embeddings(candidates, "candidates", finite=False)
+    q = as_embeddings(queries, "queries", dim=cand.shape[1], finite=False)
     labels = as_labels(candidate_modalities, "candidate_modalities", cand.shape[0])
     present = unique_in_order(labels)
     if modalities is None:
@@ -179,19 +212,24 @@ def topk_per_modality(
     c_inv = _inverse_norms(cand, "candidates", cb)
     score_buf = np.empty((qb, cb), dtype=np.float32)
     q_buf = None if q_inv is None else np.empty((qb, d), dtype=np.float32)
-    mask_buf = np.empty((qb, cb), dtype=bool) if k > 1 else None
+    mask_buf = np.empty(qb * cb, dtype=bool) if k > 1 else None
     # k > 1 temporaries (partition copies, (row, col) hit lists) are processed a few rows at a time so
     # that each stays within a sixteenth of the budget.
-    part_rows = max(1, (max_block_bytes // 16) // (4 * cb))
+    part_rows = max(1, (max_block_bytes // 16) // (8 * min(cb, SEED_COLUMNS)))
     max_hits = max(cb, (max_block_bytes // 16) // 32)
 
     n_mod = len(modalities)
     out_s = np.full((n_q, n_mod, k), -np.inf, dtype=np.float32)
     out_i = np.full((n_q, n_mod, k), -1, dtype=np.int64)
     q_rows = np.arange(qb)
+    gather_buf = None
     for j, m in enumerate(modalities):
         rows = np.flatnonzero(labels == m)
         contiguous = rows[-1] - rows[0] + 1 == rows.size
+        if not contiguous and gather_buf is None:
+            gather_buf = np.empty((min(cb, rows.size), d), dtype=np.float32)
+        elif not contiguous and gather_buf.shape[0] < min(cb, rows.size):
+            gather_buf = np.empty((min(cb, rows.size), d), dtype=np.float32)
         kk = min(k, rows.size)
         best_s = np.full((n_q, kk), -np.inf, dtype=np.float32)
         best_i = np.full((n_q, kk), -1, dtype=np.int64)
@@ -199,7 +237,10 @@ def topk_per_modality(
             blk_rows = rows[cs : cs + cb]
             nb = blk_rows.size
             # Views when the modality is stored contiguously, else one gather per block, amortised over Q.
-            blk = cand[blk_rows[0] : blk_rows[0] + nb] if contiguous else cand[blk_rows]
+            if contiguous:
+                blk = cand[blk_rows[0] : blk_rows[0] + nb]
+            else:  # into one reused buffer: no second gather alive while the next is made
+                blk = np.take(cand, blk_rows, axis=0, out=gather_buf[:nb])
             blk_inv = None if c_inv is None else c_inv[blk_rows]
             for qs in range(0, n_q, qb):
                 qe = min(qs + qb, n_q)
@@ -231,19 +272,25 @@ def topk_per_modality(
                 # (nor an int64 index array of the block's size) is ever needed.
                 thr = best_s[qs:qe, kk - 1].copy()
                 unfilled = np.flatnonzero(thr == -np.inf)
-                if unfilled.size and nb >= kk:
-                    local = _kth_largest(s[unfilled], kk, part_rows)
+                seed_cols = min(nb, SEED_COLUMNS)
+                if unfilled.size and seed_cols >= kk:
+                    # The k-th best of a few columns is a valid (lower) threshold for the whole block
+                    # and much cheaper than partitioning all of it; a few dozen extra hits per row.
+                    local = _kth_largest(s[unfilled, :seed_cols], kk, part_rows)
                     # s > nextafter(t, -inf) is s >= t; a -inf threshold still drops excluded rows.
                     thr[unfilled] = np.nextafter(local, np.float32(-np.inf))
-                mask = np.greater(s, thr[:, None], out=mask_buf[:nq, :nb])
+                # A contiguous mask, so that flatnonzero (much faster than a 2-D nonzero) applies.
+                mask = mask_buf[: nq * nb].reshape(nq, nb)
+                np.greater(s, thr[:, None], out=mask)
                 hits = np.count_nonzero(mask)
                 if hits == 0:
                     continue
                 # Usually ~k hits per row; many ties can make it the whole block, so go in row chunks.
                 step = nq if hits <= max_hits else max(1, max_hits // nb)
                 for r0 in range(0, nq, step):
-                    r, c = np.nonzero(mask[r0 : r0 + step])
-                    if r.size:
+                    flat = np.flatnonzero(mask[r0 : r0 + step])
+                    if flat.size:
+                        r, c = np.divmod(flat, nb)
                         _merge_rows(best_s, best_i, qs + r0 + r, s[r0 + r, c], blk_rows[c])
         # A self-excluded singleton modality leaves -inf: mark it as "no candidate".
         best_i[~np.isfinite(best_s)] = -1

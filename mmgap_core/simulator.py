@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -445,3 +446,82 @@ def simulate(profile: str | SimulatorProfile = DEFAULT_PROFILE) -> SimulatedData
         target_modality=target_mod.astype(str),
         corpus_items=corpus_items,
     )
+
+
+_SIM_TEXT = re.compile(r"^simulated (text|query) #(\d+)$")
+_SIM_IMAGE = re.compile(rb"^simulated image #(\d+)$")
+
+
+class SimulatedEncoder:
+    """An offline stand-in for a CLIP model: it "embeds" the named items of one simulated dataset.
+
+    Texts ``"simulated text #R"`` and images given as the bytes ``b"simulated image #R"`` map to corpus
+    row ``R`` of :func:`simulate` (``profile``); ``"simulated query #Q"`` maps to query ``Q``. Anything
+    else is a failure with a reason. It implements :class:`mmgap_core.encoders.Encoder`, so the engine,
+    the CLI and the adapters run unchanged where no pretrained weights can be loaded (demo, notebook).
+    """
+
+    def __init__(self, profile: str | SimulatorProfile = DEFAULT_PROFILE):
+        self.data = simulate(profile)
+        self.model_id = f"simulator:{self.data.profile}"
+        self.dim = int(self.data.corpus.shape[1])
+
+    def corpus(self) -> tuple[list[str], list[bytes]]:
+        """(texts, images) that make up the simulated corpus, in the forms this encoder reads."""
+        rows = np.arange(self.data.corpus.shape[0])
+        texts = [f"simulated text #{r}" for r in rows[self.data.modalities == "text"]]
+        images = [f"simulated image #{r}".encode() for r in rows[self.data.modalities == "image"]]
+        return texts, images
+
+    def queries(self) -> list[str]:
+        return [f"simulated query #{q}" for q in range(self.data.queries.shape[0])]
+
+    def relevant_row(self, query: str) -> int:
+        """Corpus row of a simulated query's relevant item."""
+        m = _SIM_TEXT.match(query)
+        if not m or m.group(1) != "query":
+            raise ValueError(f"not a simulated query: {query!r}")
+        return int(self.data.relevant_rows[int(m.group(2))])
+
+    def _lookup(self, kind: str, row: int) -> np.ndarray | None:
+        table = self.data.queries if kind == "query" else self.data.corpus
+        if row >= table.shape[0]:
+            return None
+        if kind in ("text", "image") and self.data.modalities[row] != kind:
+            return None
+        return table[row]
+
+    def _embed(self, items, modality: str, strict: bool):
+        from .encoders.base import EmbeddingSet
+
+        rows, indices, failures = [], [], {}
+        for i, item in enumerate(items):
+            if modality == "text":
+                m = _SIM_TEXT.match(item) if isinstance(item, str) else None
+                key = (m.group(1), int(m.group(2))) if m else None
+            else:
+                m = _SIM_IMAGE.match(item) if isinstance(item, (bytes, bytearray)) else None
+                key = ("image", int(m.group(1))) if m else None
+            vec = self._lookup(*key) if key else None
+            if vec is None:
+                failures[i] = f"not a {modality} of simulated profile {self.data.profile!r}"
+                continue
+            rows.append(vec)
+            indices.append(i)
+        if strict and failures:
+            raise ValueError(f"cannot embed {len(failures)} {modality}(s): {failures}")
+        vectors = np.asarray(rows, dtype=np.float32).reshape(-1, self.dim)
+        return EmbeddingSet(vectors, self.model_id, modality, np.asarray(indices, dtype=np.int64), failures)
+
+    def embed_texts(self, texts, *, batch_size=None, progress=False, strict=False):
+        return self._embed(list(texts), "text", strict)
+
+    def embed_images(self, images, *, batch_size=None, progress=False, strict=False):
+        return self._embed(list(images), "image", strict)
+
+    def embed_query_text(self, text: str) -> np.ndarray:
+        out = self._embed([text], "text", strict=True)
+        return out.vectors[0]
+
+    def embed_query_image(self, image) -> np.ndarray:
+        return self._embed([image], "image", strict=True).vectors[0]

@@ -37,8 +37,14 @@ def corpus_dir(tmp_path, sample_images, bad_images):
 
 
 def _model_args(tiny_clip):
-    return ["--model", tiny_clip.model_name, "--pretrained", str(tiny_clip.checkpoint_path),
-            "--model-config", str(tiny_clip.config_path)]
+    return [
+        "--model",
+        tiny_clip.model_name,
+        "--pretrained",
+        str(tiny_clip.checkpoint_path),
+        "--model-config",
+        str(tiny_clip.config_path),
+    ]
 
 
 def _run_session(conn, corpus_dir, tiny_clip, capsys, tmp_path, n_images):
@@ -75,7 +81,9 @@ def _run_session(conn, corpus_dir, tiny_clip, capsys, tmp_path, n_images):
     assert main(["search", "--image", str(image), "-k", "3", "--json", *conn]) == 0
     hits = json.loads(capsys.readouterr().out)
     assert hits[0]["modality"] == "image" and hits[0]["raw_score"] == pytest.approx(1.0, abs=1e-4)
-    assert {"id", "score", "raw_score", "modality", "text", "uri", "metadata", "rank"} <= set(hits[0])
+    assert {"id", "score", "raw_score", "modality", "text", "uri", "metadata", "rank"} <= set(
+        hits[0]
+    )
 
     plot = tmp_path / "gap.png"
     assert main(["inspect", "-k", "3", "--plot", str(plot), *conn]) == 0
@@ -105,8 +113,18 @@ def test_cli_server_session(tmp_path, corpus_dir, tiny_clip, capsys, chroma_serv
 def test_cli_errors(tmp_path, tiny_clip, capsys):
     assert main(["search", "   ", "--db", str(tmp_path / "db")]) == 2
     assert "empty query" in capsys.readouterr().err
-    assert main(["index", str(tmp_path / "nothing-here"), "--db", str(tmp_path / "db"),
-                 *_model_args(tiny_clip)]) == 0
+    assert (
+        main(
+            [
+                "index",
+                str(tmp_path / "nothing-here"),
+                "--db",
+                str(tmp_path / "db"),
+                *_model_args(tiny_clip),
+            ]
+        )
+        == 0
+    )
     assert "file not found" in capsys.readouterr().out
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -50,7 +50,9 @@ def test_index_is_idempotent_with_content_ids(indexed, sample_images):
     assert indexed.store.existing_ids("text", [content_id("text", TEXTS[0].encode())])
 
 
-def test_bad_inputs_are_skipped_with_reasons_and_the_rest_indexed(engine, bad_images, sample_images):
+def test_bad_inputs_are_skipped_with_reasons_and_the_rest_indexed(
+    engine, bad_images, sample_images
+):
     images = list(bad_images.values()) + sample_images[:2]
     texts = ["   ", b"\xff\xfe not utf-8", "a fine text", "a fine text"]
     report = engine.index(texts=texts, images=images, progress=False)
@@ -59,9 +61,10 @@ def test_bad_inputs_are_skipped_with_reasons_and_the_rest_indexed(engine, bad_im
     assert reasons[str(bad_images["missing_file"])] == "file not found"
     for key in ("truncated_jpeg", "text_named_jpg", "decompression_bomb"):
         assert reasons[str(bad_images[key])], key
-    assert "bomb" in reasons[str(bad_images["decompression_bomb"])].lower() or "pixels" in reasons[
-        str(bad_images["decompression_bomb"])
-    ]
+    assert (
+        "bomb" in reasons[str(bad_images["decompression_bomb"])].lower()
+        or "pixels" in reasons[str(bad_images["decompression_bomb"])]
+    )
     assert reasons["texts[0]"] == "empty text"
     assert reasons["texts[1]"].startswith("not UTF-8")
     assert reasons["texts[3]"].startswith("duplicate of")
@@ -100,7 +103,12 @@ def test_search_before_calibration_says_what_to_run(indexed):
 
 def test_calibrated_search_merges_and_standardizes(indexed, sample_images):
     std = indexed.calibrate(progress=False)
-    assert set(std.keys_) == {("text", "text"), ("text", "image"), ("image", "text"), ("image", "image")}
+    assert set(std.keys_) == {
+        ("text", "text"),
+        ("text", "image"),
+        ("image", "text"),
+        ("image", "image"),
+    }
     res = indexed.search("a cat sleeping", k=len(TEXTS) + len(sample_images))
     assert {h.modality for h in res} == {"text", "image"}
     scores = [h.score for h in res]
@@ -155,8 +163,9 @@ def test_calibration_persists_and_rejects_another_model(indexed, store, tiny_cli
     assert reopened.standardizer.to_dict() == std.to_dict()
 
     other_ckpt = make_tiny_checkpoint(tiny_clip.config_path, tmp_path / "other.pt", seed=1)
-    other = OpenClipEncoder(tiny_clip.model_name, str(other_ckpt), model_config=str(tiny_clip.config_path),
-                            device="cpu")
+    other = OpenClipEncoder(
+        tiny_clip.model_name, str(other_ckpt), model_config=str(tiny_clip.config_path), device="cpu"
+    )
     with pytest.raises(ValueError, match="fitted for model"):
         RetrievalEngine(ChromaStore(store.client, store.name), other)
 
@@ -251,14 +260,16 @@ def test_search_while_indexing_returns_consistent_results(indexed, sample_images
             assert [h.score for h in res] == sorted((h.score for h in res), reverse=True)
             for h in res:
                 assert np.isfinite(h.score) and np.isfinite(h.raw_score)
-                assert (h.text if h.modality == "text" else h.uri)
+                assert h.text if h.modality == "text" else h.uri
     t.join()
     assert not errors
     assert indexed.store.count("text") == len(TEXTS) + len(more)
 
 
 @pytest.mark.server
-def test_calibration_survives_a_server_restart(chroma_server, tiny_encoder, sample_images, chroma_store_name):
+def test_calibration_survives_a_server_restart(
+    chroma_server, tiny_encoder, sample_images, chroma_store_name
+):
     import chromadb
 
     client = chromadb.HttpClient(host=chroma_server.host, port=chroma_server.port)

@@ -42,8 +42,13 @@ def test_metrics_match_hand_computation():
 
 def test_qrels_relevance_zero_is_not_relevant_and_short_rankings_pad():
     qrels = Qrels(np.array([[0, 1, 0], [0, 2, 1]]), 1)
-    res = evaluate_ranking(np.array([[1, 2]]), np.array([["text", "image"]]), qrels,
-                           ["text", "text", "image"], ks=(1, 5))
+    res = evaluate_ranking(
+        np.array([[1, 2]]),
+        np.array([["text", "image"]]),
+        qrels,
+        ["text", "text", "image"],
+        ks=(1, 5),
+    )
     assert _rows(res, "all", "recall@1") == 0.0
     assert _rows(res, "all", "recall@5") == 1.0
 
@@ -82,8 +87,14 @@ def test_every_method_runs_and_json_shape(clip_like):
 def test_inductive_calibration_queries_are_used(clip_like):
     d = clip_like
     half = d.queries.shape[0] // 2
-    rep = evaluate_embeddings(d.queries, d.corpus, d.modalities, d.qrels,
-                              calibration_queries=d.queries[:half], methods="standardize")
+    rep = evaluate_embeddings(
+        d.queries,
+        d.corpus,
+        d.modalities,
+        d.qrels,
+        calibration_queries=d.queries[:half],
+        methods="standardize",
+    )
     assert rep.stats["calibration"]["n_queries"] == half
     assert "inductive" in rep.stats["calibration"]["setting"]
 
@@ -108,9 +119,23 @@ def test_pipeline_rejects_bad_input(clip_like):
 def test_eval_cli_on_simulator_files(tmp_path, clip_like, capsys):
     files = clip_like.write(tmp_path / "sim")
     out_json = tmp_path / "out.json"
-    rc = main(["eval", "--queries", str(files["queries"]), "--corpus", str(files["corpus"]),
-               "--modality", str(files["modality"]), "--qrels", str(files["qrels"]),
-               "--k", "1,5,10,20", "--json", str(out_json)])
+    rc = main(
+        [
+            "eval",
+            "--queries",
+            str(files["queries"]),
+            "--corpus",
+            str(files["corpus"]),
+            "--modality",
+            str(files["modality"]),
+            "--qrels",
+            str(files["qrels"]),
+            "--k",
+            "1,5,10,20",
+            "--json",
+            str(out_json),
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     assert "transductive" in printed
@@ -131,10 +156,25 @@ def _hand_files(tmp_path):
     (tmp_path / "qids.txt").write_text("qa\nqb\n")
     (tmp_path / "dids.txt").write_text("t1\nt2\ni1\ni2\n")
     (tmp_path / "qrels.tsv").write_text("qa 0 t1 1\nqb 0 i2 1\n")
-    return ["eval", "--queries", str(tmp_path / "q.npy"), "--corpus", str(tmp_path / "c.npy"),
-            "--modality", str(tmp_path / "m.txt"), "--qrels", str(tmp_path / "qrels.tsv"),
-            "--query-ids", str(tmp_path / "qids.txt"), "--doc-ids", str(tmp_path / "dids.txt"),
-            "--k", "1,2", "--pool", "2"]
+    return [
+        "eval",
+        "--queries",
+        str(tmp_path / "q.npy"),
+        "--corpus",
+        str(tmp_path / "c.npy"),
+        "--modality",
+        str(tmp_path / "m.txt"),
+        "--qrels",
+        str(tmp_path / "qrels.tsv"),
+        "--query-ids",
+        str(tmp_path / "qids.txt"),
+        "--doc-ids",
+        str(tmp_path / "dids.txt"),
+        "--k",
+        "1,2",
+        "--pool",
+        "2",
+    ]
 
 
 def test_eval_cli_on_hand_written_files_with_ids(tmp_path, capsys):
@@ -174,7 +214,7 @@ def test_eval_cli_unknown_modality_label_for_query_modality(tmp_path, capsys):
 
 def test_eval_cli_qrels_row_numbers_without_id_files(tmp_path, capsys):
     args = _hand_files(tmp_path)
-    args = args[: args.index("--query-ids")] + args[args.index("--k"):]
+    args = args[: args.index("--query-ids")] + args[args.index("--k") :]
     (tmp_path / "qrels.tsv").write_text("0 0 0 1\n1 0 3 1\n")
     assert main(args) == 0
     (tmp_path / "qrels.tsv").write_text("qa 0 0 1\n")
@@ -187,11 +227,29 @@ def test_eval_cli_qrels_row_numbers_without_id_files(tmp_path, capsys):
 
 def test_bench_prints_tables_and_writes_json_and_plot(tmp_path, capsys):
     out_json, out_png = tmp_path / "b.json", tmp_path / "b.png"
-    rc = main(["bench", "--profiles", "clip-like,small-gap", "--json", str(out_json), "--plot", str(out_png)])
+    rc = main(
+        [
+            "bench",
+            "--profiles",
+            "clip-like,small-gap",
+            "--json",
+            str(out_json),
+            "--plot",
+            str(out_png),
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
-    for needle in ("== profile clip-like", "== profile small-gap", "recall@20", "mrr@10", "ndcg@10",
-                   "share_image@20", "cross-modal", "same-modal"):
+    for needle in (
+        "== profile clip-like",
+        "== profile small-gap",
+        "recall@20",
+        "mrr@10",
+        "ndcg@10",
+        "share_image@20",
+        "cross-modal",
+        "same-modal",
+    ):
         assert needle in printed
     data = json.loads(out_json.read_text())
     assert set(data["profiles"]) == {"clip-like", "small-gap"}

@@ -116,7 +116,7 @@ def check_ranking_shape(res: FusedRanking, batch: CandidateBatch, k):
 # ---------------------------------------------------------------- every method
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40, deadline=None, derandomize=True)
 @given(
     seed=st.integers(0, 2**32 - 1),
     n_q=st.integers(1, 5),

@@ -95,7 +95,9 @@ def retriever(lc_engine) -> MMGapRetriever:
 
 
 def _image_id(engine: RetrievalEngine, path: Path) -> str:
-    (hit,) = [h for h in engine.search(image=path, k=30, method="raw") if h.uri == str(path.resolve())]
+    (hit,) = [
+        h for h in engine.search(image=path, k=30, method="raw") if h.uri == str(path.resolve())
+    ]
     return hit.id
 
 
@@ -182,7 +184,9 @@ def test_score_threshold_in_calibrated_units(lc_engine):
 
 def test_from_store(lc_engine, tiny_encoder):
     retriever = MMGapRetriever.from_store(lc_engine.store, tiny_encoder, k=3)
-    assert [d.id for d in retriever.invoke(QUERY)] == [h.id for h in lc_engine.search(text=QUERY, k=3)]
+    assert [d.id for d in retriever.invoke(QUERY)] == [
+        h.id for h in lc_engine.search(text=QUERY, k=3)
+    ]
 
 
 # ---------------------------------------------------------------------------- image queries
@@ -278,8 +282,10 @@ async def test_inside_ensemble_retriever(retriever):
     from langchain_classic.retrievers import EnsembleRetriever
 
     keyword = _KeywordRetriever(
-        docs=[Document(page_content="notes on cats and mats", id="kw-1"),
-              Document(page_content="nothing relevant here", id="kw-2")]
+        docs=[
+            Document(page_content="notes on cats and mats", id="kw-1"),
+            Document(page_content="nothing relevant here", id="kw-2"),
+        ]
     )
     ensemble = EnsembleRetriever(retrievers=[retriever, keyword], weights=[0.5, 0.5])
     docs = ensemble.invoke(QUERY)
@@ -289,7 +295,9 @@ async def test_inside_ensemble_retriever(retriever):
     assert set(contents) == {d.page_content for d in mmgap_docs} | {"notes on cats and mats"}
     by_content = {d.page_content: d for d in docs}
     for d in mmgap_docs:  # mmgap's metadata survives the fusion
-        assert by_content[d.page_content].metadata["relevance_score"] == d.metadata["relevance_score"]
+        assert (
+            by_content[d.page_content].metadata["relevance_score"] == d.metadata["relevance_score"]
+        )
     assert [d.page_content for d in await ensemble.ainvoke(QUERY)] == contents
 
 
@@ -338,7 +346,9 @@ def test_uncalibrated_store_says_what_to_run(tiny_encoder, sample_images, tmp_pa
 def test_statistics_from_another_model(lc_engine, tiny_clip, tmp_path):
     from _fixtures_clip import make_tiny_checkpoint
 
-    other = _encoder(tiny_clip, make_tiny_checkpoint(tiny_clip.config_path, tmp_path / "o.pt", seed=1))
+    other = _encoder(
+        tiny_clip, make_tiny_checkpoint(tiny_clip.config_path, tmp_path / "o.pt", seed=1)
+    )
     assert other.model_id != lc_engine.model_id
     with pytest.raises(ValueError, match="statistics were fitted for model"):
         MMGapRetriever.from_store(lc_engine.store, other)

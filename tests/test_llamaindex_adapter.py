@@ -177,9 +177,9 @@ async def test_image_query_through_query_bundle(li_retriever, sample_images):
         h.id for h in li_retriever.engine.search(image=path, k=4)
     ]
     top = results[0]
-    assert top.node.node_id == "image-chelsea" and top.node.metadata[RAW_SCORE_KEY] == pytest.approx(
-        1.0, abs=1e-4
-    )
+    assert top.node.node_id == "image-chelsea" and top.node.metadata[
+        RAW_SCORE_KEY
+    ] == pytest.approx(1.0, abs=1e-4)
     ids = [r.node.node_id for r in results]
     assert [r.node.node_id for r in li_retriever.retrieve_image(path)] == ids
     assert [r.node.node_id for r in await li_retriever.aretrieve_image(path)] == ids
@@ -207,7 +207,9 @@ def test_calibration_file_roundtrip_and_other_model(li_setup, li_retriever, tiny
 
     client, index = li_setup
     path = tmp_path / "calibration.json"
-    first = MMGapLlamaRetriever.from_multimodal_index(index, chroma_client=client, calibration_path=path)
+    first = MMGapLlamaRetriever.from_multimodal_index(
+        index, chroma_client=client, calibration_path=path
+    )
     data = json.loads(path.read_text())
     assert data["model_id"] == li_retriever.engine.model_id
     assert data["corpus_sizes"] == {"text": len(TEXTS), "image": 8}
@@ -238,7 +240,9 @@ def test_calibration_file_roundtrip_and_other_model(li_setup, li_retriever, tiny
 
 def test_uncalibrated_says_what_to_run(li_setup):
     client, index = li_setup
-    retriever = MMGapLlamaRetriever.from_multimodal_index(index, chroma_client=client, calibrate=False)
+    retriever = MMGapLlamaRetriever.from_multimodal_index(
+        index, chroma_client=client, calibrate=False
+    )
     with pytest.raises(NotCalibratedError, match="calibrate"):
         retriever.retrieve(QUERY)
 
@@ -249,7 +253,9 @@ async def test_retriever_query_engine_with_mock_llm(li_retriever):
     engine = RetrieverQueryEngine.from_args(li_retriever, llm=MockLLM())
     response = engine.query(QUERY)
     sources = response.source_nodes
-    assert [s.node.node_id for s in sources] == [r.node.node_id for r in li_retriever.retrieve(QUERY)]
+    assert [s.node.node_id for s in sources] == [
+        r.node.node_id for r in li_retriever.retrieve(QUERY)
+    ]
     prompt = str(response)
     assert f"Query: {QUERY}" in prompt
     assert "modality: image" in prompt or "modality: text" in prompt
@@ -314,7 +320,9 @@ def test_bad_construction(li_retriever, li_embedding, tiny_encoder):
         MMGapLlamaRetriever(li_retriever.engine, k_per_modality=-1)
     with pytest.raises(ValueError, match="RetrievalEngine"):
         MMGapLlamaRetriever(object())
-    in_memory = MultiModalVectorStoreIndex([], embed_model=li_embedding, image_embed_model=li_embedding)
+    in_memory = MultiModalVectorStoreIndex(
+        [], embed_model=li_embedding, image_embed_model=li_embedding
+    )
     with pytest.raises(ValueError, match="ChromaVectorStore only"):
         MMGapLlamaRetriever.from_multimodal_index(in_memory, chroma_client=None)
 
@@ -327,13 +335,17 @@ def test_index_models_must_be_one_clip_model(li_setup, li_embedding):
         vector_store=index.vector_store, image_store=index.image_vector_store
     )
     mock_images = MultiModalVectorStoreIndex(
-        [], storage_context=storage, embed_model=li_embedding,
+        [],
+        storage_context=storage,
+        embed_model=li_embedding,
         image_embed_model=MockMultiModalEmbedding(embed_dim=32),
     )
     with pytest.raises(ValueError, match="pass encoder="):
         MMGapLlamaRetriever.from_multimodal_index(mock_images, chroma_client=client)
     mock_texts = MultiModalVectorStoreIndex(
-        [], storage_context=storage, embed_model=MockEmbedding(embed_dim=32),
+        [],
+        storage_context=storage,
+        embed_model=MockEmbedding(embed_dim=32),
         image_embed_model=li_embedding,
     )
     with pytest.raises(ValueError, match="same model"):
@@ -347,5 +359,7 @@ def test_persistent_and_http_clients(chroma_client, chroma_store_name, li_embedd
         index, chroma_client=chroma_client, similarity_top_k=6
     )
     results = retriever.retrieve(QUERY)
-    assert [r.node.node_id for r in results] == [h.id for h in retriever.engine.search(text=QUERY, k=6)]
+    assert [r.node.node_id for r in results] == [
+        h.id for h in retriever.engine.search(text=QUERY, k=6)
+    ]
     assert {type(r.node) for r in results} <= {TextNode, ImageNode} and len(results) == 6

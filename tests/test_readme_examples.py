@@ -39,8 +39,10 @@ def readme_dir(tmp_path, sample_images, monkeypatch):
 def test_readme_python_examples_run(readme_dir, tiny_clip):
     pytest.importorskip("langchain_classic")
     pytest.importorskip("llama_index.vector_stores.chroma")
-    tiny = (f'"{tiny_clip.model_name}", pretrained={str(tiny_clip.checkpoint_path)!r}, '
-            f'model_config={str(tiny_clip.config_path)!r}, device="cpu"')
+    tiny = (
+        f'"{tiny_clip.model_name}", pretrained={str(tiny_clip.checkpoint_path)!r}, '
+        f'model_config={str(tiny_clip.config_path)!r}, device="cpu"'
+    )
     # The reproduce section needs the real benchmark data, so it is not run here.
     blocks = python_blocks("## Index, calibrate, search", "## Reproducing")
     assert len(blocks) >= 5

@@ -7,6 +7,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from .store_cmds import hit_label, side_by_side
+
 DEMO_TEXTS = [
     "A tabby cat sleeping on a windowsill in the afternoon sun.",
     "Freshly brewed coffee in a white cup on a saucer.",
@@ -63,7 +65,7 @@ def run(args) -> int:
 
                 encoder = OpenClipEncoder(args.model, args.pretrained, model_config=args.model_config)
             except (WeightsUnavailableError, ImportError) as exc:
-                reason = " ".join(str(exc).split())[:200]
+                reason = " ".join(str(exc).split())
                 print(f"pretrained weights {args.model}/{args.pretrained} cannot be loaded here ({reason}); "
                       "using simulator embeddings instead.")
         store = ChromaStore.persistent(folder / "db", "demo")
@@ -139,7 +141,7 @@ def _demo_images(folder: Path) -> list[Path]:
 
 def demo_model(store, encoder, folder: Path, k: int) -> None:
     from ..engine import RetrievalEngine
-    from .store_cmds import describe_calibration, side_by_side
+    from .store_cmds import describe_calibration
 
     engine = RetrievalEngine(store, encoder)
     images = _demo_images(folder / "images")
@@ -154,66 +156,53 @@ def demo_model(store, encoder, folder: Path, k: int) -> None:
 
 
 def demo_simulated(store, k: int) -> None:
-    import numpy as np
-
     from ..engine import RetrievalEngine
-    from ..simulator import simulate
+    from ..simulator import SimulatedEncoder
     from .store_cmds import describe_calibration
 
-    data = simulate("clip-like")
-    rows = np.arange(data.corpus.shape[0])
-    model_id = f"simulator:{data.profile}"
-    for m in ("text", "image"):
-        sel = rows[data.modalities == m]
-        store.add(
-            m,
-            [f"sim-{r}" for r in sel],
-            data.corpus[sel],
-            documents=[f"simulated text #{r}" for r in sel] if m == "text" else None,
-            uris=[f"sim://image/{r}" for r in sel] if m == "image" else None,
-            metadatas=[{"row": int(r)} for r in sel],
-            model_id=model_id,
-        )
-    print(f"indexed {data.corpus.shape[0]} simulated items "
-          f"({int((data.modalities == 'text').sum())} text, {int((data.modalities == 'image').sum())} image), "
-          f"profile {data.profile!r}")
-    engine = RetrievalEngine(store, None)
-    engine.calibrate(data.queries, query_modality=data.query_modality, progress=False)
+    encoder = SimulatedEncoder("clip-like")
+    texts, images = encoder.corpus()
+    engine = RetrievalEngine(store, encoder)
+    report = engine.index(texts=texts, images=images, image_metadatas=[{"title": i.decode()} for i in images],
+                          progress=False, batch_size=512)
+    print(f"simulated corpus, profile {encoder.data.profile!r}: {report.summary().splitlines()[0]}")
+    queries = encoder.queries()
+    engine.calibrate(queries, progress=False)
     print(describe_calibration(engine))
 
-    relevant = {int(q): int(r) for q, r, _ in data.qrels}
-    cross = [q for q in range(data.queries.shape[0]) if data.modalities[relevant[q]] != data.query_modality]
-    same = [q for q in range(data.queries.shape[0]) if data.modalities[relevant[q]] == data.query_modality]
+    def target(q):
+        return encoder.relevant_row(q)
+
+    def is_image(q):
+        return encoder.data.modalities[target(q)] == "image"
 
     def found(res, q):
-        return any(h.metadata.get("row") == relevant[q] for h in res.hits)
+        return any(hit_label(h).endswith(f"#{target(q)}") for h in res.hits)
 
+    cross = [q for q in queries if is_image(q)]
+    same = [q for q in queries if not is_image(q)]
     for q in cross[:2] + same[:1]:
-        raw, cal = engine.compare(embedding=data.queries[q], query_modality=data.query_modality, k=k)
-        target = f"sim-{relevant[q]}"
-        print(f"\nsimulated {data.query_modality} query #{q}; its relevant item is {target} "
-              f"({data.modalities[relevant[q]]})")
-        print(_side_by_side_marked(raw, cal, target))
+        raw, cal = engine.compare(q, k=k)
+        print(f"\nquery {q!r}; its relevant item is {encoder.data.modalities[target(q)]} #{target(q)}")
+        print(_side_by_side_marked(raw, cal, lambda h, q=q: hit_label(h).endswith(f"#{target(q)}")))
 
-    n_eval = min(len(cross), 150)
+    n_eval = min(len(cross), len(same), 150)
     for name, group in (("cross-modal", cross[:n_eval]), ("same-modal", same[:n_eval])):
         hits_raw = hits_cal = 0
         for q in group:
-            raw, cal = engine.compare(embedding=data.queries[q], query_modality=data.query_modality, k=10)
+            raw, cal = engine.compare(q, k=10)
             hits_raw += found(raw, q)
             hits_cal += found(cal, q)
         print(f"{name} queries with the relevant item in the top 10: raw {hits_raw}/{len(group)}, "
               f"calibrated {hits_cal}/{len(group)}")
 
 
-def _side_by_side_marked(raw, cal, target: str) -> str:
-    from .store_cmds import side_by_side
-
+def _side_by_side_marked(raw, cal, is_relevant) -> str:
     lines = side_by_side(raw, cal).splitlines()
     out = lines[:2]
     for i, line in enumerate(lines[2:-1]):
-        a = raw.hits[i].id == target if i < len(raw) else False
-        b = cal.hits[i].id == target if i < len(cal) else False
+        a = i < len(raw) and is_relevant(raw.hits[i])
+        b = i < len(cal) and is_relevant(cal.hits[i])
         mark = ("  <- relevant (raw)" if a else "") + ("  <- relevant (calibrated)" if b else "")
         out.append(line + mark)
     out.append(lines[-1])

@@ -195,8 +195,15 @@ def describe_calibration(engine) -> str:
 
 
 # ---------------------------------------------------------------------------- search
+def hit_label(h) -> str:
+    """What to show for a hit: its text, else its URI, title or source, else its id."""
+    if h.text:
+        return str(h.text)
+    return str(h.uri or h.metadata.get("title") or h.metadata.get("source") or h.id)
+
+
 def _fmt_hit(h, width: int = 60) -> str:
-    label = h.text if h.modality == "text" and h.text else (h.uri or h.metadata.get("source") or h.id)
+    label = hit_label(h)
     label = " ".join(str(label).split())
     if len(label) > width:
         label = label[: width - 1] + "…"
@@ -233,8 +240,7 @@ def side_by_side(raw, cal, width: int = 44) -> str:
     def cell(h):
         if h is None:
             return ""
-        label = h.text if h.modality == "text" and h.text else (h.uri or h.id)
-        label = " ".join(str(label).split())
+        label = " ".join(hit_label(h).split())
         label = label if len(label) <= width - 22 else label[: width - 23] + "…"
         return f"[{h.modality:<5}] {h.score:+6.3f} {label}"
 
