@@ -48,7 +48,7 @@ def check_finite(arr: np.ndarray, name: str) -> None:
 def as_labels(labels, name: str, n: int | None = None) -> np.ndarray:
     """Modality labels as a 1-D array of non-empty str."""
     if isinstance(labels, str):
-        raise ValueError(  # noqa: TRY004 -- the project reports every bad input as ValueError
+        raise ValueError(
             f"{name}: expected one label per row, got a single string {labels!r}"
         )
     if isinstance(labels, np.ndarray) and labels.dtype.kind == "U":

@@ -226,9 +226,7 @@ def topk_per_modality(
     for j, m in enumerate(modalities):
         rows = np.flatnonzero(labels == m)
         contiguous = rows[-1] - rows[0] + 1 == rows.size
-        if not contiguous and gather_buf is None:
-            gather_buf = np.empty((min(cb, rows.size), d), dtype=np.float32)
-        elif not contiguous and gather_buf.shape[0] < min(cb, rows.size):
+        if not contiguous and (gather_buf is None or gather_buf.shape[0] < min(cb, rows.size)):
             gather_buf = np.empty((min(cb, rows.size), d), dtype=np.float32)
         kk = min(k, rows.size)
         best_s = np.full((n_q, kk), -np.inf, dtype=np.float32)
@@ -240,7 +238,8 @@ def topk_per_modality(
             if contiguous:
                 blk = cand[blk_rows[0] : blk_rows[0] + nb]
             else:  # into one reused buffer: no second gather alive while the next is made
-                blk = np.take(cand, blk_rows, axis=0, out=gather_buf[:nb])
+                # mode="clip": rows are valid, and the default "raise" buffers `out` (twice the time).
+                blk = np.take(cand, blk_rows, axis=0, out=gather_buf[:nb], mode="clip")
             blk_inv = None if c_inv is None else c_inv[blk_rows]
             for qs in range(0, n_q, qb):
                 qe = min(qs + qb, n_q)

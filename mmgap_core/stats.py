@@ -248,7 +248,7 @@ class ModalityStandardizer:
     def fit_transform(self, scores, candidate_modalities, query_modalities="text") -> np.ndarray:
         """:meth:`fit` then :meth:`transform`, for one query modality (checked before fitting)."""
         if not isinstance(query_modalities, str):
-            raise ValueError("fit_transform needs a single query modality")  # noqa: TRY004
+            raise ValueError("fit_transform needs a single query modality")
         self.fit(scores, candidate_modalities, query_modalities)
         return self.transform(scores, candidate_modalities, query_modalities)
 

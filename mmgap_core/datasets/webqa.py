@@ -90,7 +90,7 @@ def _fact_list(record: dict, key: str, where: str) -> list:
     if facts is None:
         return []
     if not isinstance(facts, list):
-        raise ValueError(  # noqa: TRY004 -- malformed data file, not a caller's type error
+        raise ValueError(
             f"{where}: field {key!r} must be a list, got {type(facts).__name__}"
         )
     return facts
@@ -154,7 +154,7 @@ def _load_json(path: Path) -> dict:
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path} is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise ValueError(  # noqa: TRY004 -- malformed data file, not a caller's type error
+        raise ValueError(
             f"{path}: expected a JSON object guid -> record, got {type(data).__name__}"
         )
     return data
