@@ -756,38 +756,30 @@ def _run_model(
                 skipped[f"{what}: {reason_category(emb.failures[k])}"] += 1
 
     # Questions, passages, images: each embedded once per distinct key, cached.
-    q_keys = [_text_key(q.text) for q in dataset.queries]
-    q_emb = cache.embed(
-        encoder,
-        "text",
-        q_keys,
-        _text_inputs({k: q.text for k, q in zip(q_keys, dataset.queries)}),
-        progress=progress,
-        desc=f"questions [{label}]",
+    def embed(what: str, modality: str, items: list, key_of, inputs_of, desc: str):
+        keys = [key_of(x) for x in items]
+        emb = cache.embed(
+            encoder,
+            modality,
+            keys,
+            inputs_of(dict(zip(keys, items))),
+            progress=progress,
+            desc=f"{desc} [{label}]",
+        )
+        count_failures(emb, what, keys)
+        return keys, emb
+
+    q_keys, q_emb = embed(
+        "question", "text", [q.text for q in dataset.queries], _text_key, _text_inputs, "questions"
     )
     text_ids = list(dataset.texts)
-    t_keys = [_text_key(dataset.texts[i]) for i in text_ids]
-    t_emb = cache.embed(
-        encoder,
-        "text",
-        t_keys,
-        _text_inputs(dict(zip(t_keys, (dataset.texts[i] for i in text_ids)))),
-        progress=progress,
-        desc=f"passages [{label}]",
+    t_keys, t_emb = embed(
+        "passage", "text", [dataset.texts[i] for i in text_ids], _text_key, _text_inputs, "passages"
     )
     image_ids = list(dataset.images)
-    i_keys = [_image_key(dataset.images[i]) for i in image_ids]
-    i_emb = cache.embed(
-        encoder,
-        "image",
-        i_keys,
-        _image_inputs(dict(zip(i_keys, (dataset.images[i] for i in image_ids)))),
-        progress=progress,
-        desc=f"images [{label}]",
+    i_keys, i_emb = embed(
+        "image", "image", [dataset.images[i] for i in image_ids], _image_key, _image_inputs, "images"
     )
-    count_failures(q_emb, "question", q_keys)
-    count_failures(t_emb, "passage", t_keys)
-    count_failures(i_emb, "image", i_keys)
 
     # The corpus: passages that embedded, then images that embedded.
     text_rows = [(i, t_emb.row_of[k]) for i, k in zip(text_ids, t_keys) if k in t_emb.row_of]

@@ -209,3 +209,59 @@ def check_both_modalities(dataset: BenchmarkDataset) -> None:
             f"after loading ({counts['text']} text, {counts['image']} image); "
             f"skipped: {skipped}"
         )
+
+
+SKIP_GOLD_MISSING = "gold id not in corpus"
+
+
+@dataclass(frozen=True)
+class QuestionCandidate:
+    """A parsed question before its gold ids are checked against the corpus."""
+
+    qid: str
+    text: str
+    modality: str
+    gold_ids: tuple[str, ...]
+    context_ids: tuple[str, ...]
+
+
+def assemble_dataset(
+    name: str,
+    split: str,
+    pool: str,
+    candidates: list[QuestionCandidate],
+    texts: dict[str, str],
+    images: dict[str, ImageRef],
+    skipped: collections.Counter,
+    source_files: list[Path],
+) -> BenchmarkDataset:
+    """Keep the questions whose gold items are all in the corpus, build their pools, check both modalities."""
+    queries: list[BenchmarkQuery] = []
+    for cand in candidates:
+        corpus = texts if cand.modality == "text" else images
+        if any(g not in corpus for g in cand.gold_ids):
+            skipped[SKIP_GOLD_MISSING] += 1
+            continue
+        pool_ids = None
+        if pool == "context":
+            pool_ids = tuple(i for i in cand.context_ids if i in texts or i in images)
+        queries.append(BenchmarkQuery(cand.qid, cand.text, cand.modality, cand.gold_ids, pool_ids))
+
+    if pool == "context":  # drop items only cited by skipped questions
+        used = {i for q in queries for i in q.pool_ids or ()}
+        texts = {k: v for k, v in texts.items() if k in used}
+        images = {k: v for k, v in images.items() if k in used}
+
+    dataset = BenchmarkDataset(
+        name=name,
+        split=split,
+        pool=pool,
+        queries=queries,
+        texts=texts,
+        images=images,
+        skipped=skipped,
+        source_files=source_files,
+    )
+    check_both_modalities(dataset)
+    return dataset
+

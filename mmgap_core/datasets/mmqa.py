@@ -35,14 +35,13 @@ file or image folder raises ``FileNotFoundError``.
 from __future__ import annotations
 
 import collections
-from dataclasses import dataclass
 from pathlib import Path
 
 from .base import (
+    QuestionCandidate,
+    assemble_dataset,
     BenchmarkDataset,
-    BenchmarkQuery,
     ImageRef,
-    check_both_modalities,
     check_pool,
     find_jsonl,
     iter_jsonl,
@@ -63,16 +62,6 @@ SKIP_EMPTY_QUESTION = "empty question text"
 SKIP_DUPLICATE = "duplicate question id"
 SKIP_EMPTY_PASSAGE = "empty passage"
 SKIP_IMAGE_MISSING = "image file missing"
-SKIP_GOLD_MISSING = "gold id not in corpus"
-
-
-@dataclass(frozen=True)
-class _Candidate:
-    qid: str
-    text: str
-    modality: str
-    gold_ids: tuple[str, ...]
-    context_ids: tuple[str, ...]
 
 
 def classify_question(qtype: str, doc_parts: set[str]) -> tuple[str | None, str | None]:
@@ -107,8 +96,8 @@ def _image_dir(root: Path) -> Path:
     )
 
 
-def _read_questions(path: Path, skipped: collections.Counter) -> list[_Candidate]:
-    candidates: list[_Candidate] = []
+def _read_questions(path: Path, skipped: collections.Counter) -> list[QuestionCandidate]:
+    candidates: list[QuestionCandidate] = []
     seen: set[str] = set()
     for line, record in iter_jsonl(path, skipped):
         where = f"{path.name} line {line}"
@@ -134,7 +123,7 @@ def _read_questions(path: Path, skipped: collections.Counter) -> list[_Candidate
         text_ids = require(metadata, "text_doc_ids", f"{where} metadata") or []
         image_ids = require(metadata, "image_doc_ids", f"{where} metadata") or []
         context = unique([*map(str, text_ids), *map(str, image_ids), *gold])
-        candidates.append(_Candidate(qid, question, modality, gold, context))
+        candidates.append(QuestionCandidate(qid, question, modality, gold, context))
     return candidates
 
 
@@ -206,31 +195,6 @@ def load_mmqa(root: str | Path, split: str = "dev", pool: str = "context") -> Be
     texts = _read_texts(texts_file, wanted, skipped)
     images = _read_images(images_file, image_dir, wanted, skipped)
 
-    queries: list[BenchmarkQuery] = []
-    for cand in candidates:
-        corpus = texts if cand.modality == "text" else images
-        if any(g not in corpus for g in cand.gold_ids):
-            skipped[SKIP_GOLD_MISSING] += 1
-            continue
-        pool_ids = None
-        if pool == "context":
-            pool_ids = tuple(i for i in cand.context_ids if i in texts or i in images)
-        queries.append(BenchmarkQuery(cand.qid, cand.text, cand.modality, cand.gold_ids, pool_ids))
-
-    if pool == "context":  # drop items only cited by skipped questions
-        used = {i for q in queries for i in q.pool_ids or ()}
-        texts = {k: v for k, v in texts.items() if k in used}
-        images = {k: v for k, v in images.items() if k in used}
-
-    dataset = BenchmarkDataset(
-        name="mmqa",
-        split=split,
-        pool=pool,
-        queries=queries,
-        texts=texts,
-        images=images,
-        skipped=skipped,
-        source_files=[question_file, texts_file, images_file],
+    return assemble_dataset(
+        "mmqa", split, pool, candidates, texts, images, skipped, [question_file, texts_file, images_file]
     )
-    check_both_modalities(dataset)
-    return dataset

@@ -34,14 +34,13 @@ from __future__ import annotations
 
 import collections
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 from .base import (
+    QuestionCandidate,
+    assemble_dataset,
     BenchmarkDataset,
-    BenchmarkQuery,
     ImageRef,
-    check_both_modalities,
     check_pool,
     passage_text,
     require,
@@ -59,16 +58,6 @@ SKIP_NEITHER = "question has no gold facts"
 SKIP_EMPTY_QUESTION = "empty question text"
 SKIP_EMPTY_PASSAGE = "empty passage"
 SKIP_IMAGE_MISSING = "image not in imgs.tsv"
-SKIP_GOLD_MISSING = "gold id not in corpus"
-
-
-@dataclass(frozen=True)
-class _Candidate:
-    qid: str
-    text: str
-    modality: str
-    gold_ids: tuple[str, ...]
-    context_ids: tuple[str, ...]
 
 
 def _strip_quotes(text: str) -> str:
@@ -179,7 +168,7 @@ def load_webqa(root: str | Path, split: str = "val", pool: str = "context") -> B
     skipped: collections.Counter = collections.Counter()
     passages: dict[str, str] = {}  # snippet id -> text ("" when empty)
     image_titles: dict[str, str] = {}
-    candidates: list[_Candidate] = []
+    candidates: list[QuestionCandidate] = []
     splits_seen: collections.Counter = collections.Counter()
     for guid, record in data.items():
         where = f"{QUESTIONS_FILE} record {guid!r}"
@@ -219,7 +208,7 @@ def load_webqa(root: str | Path, split: str = "val", pool: str = "context") -> B
         context = unique(
             [*ids["txt_posFacts"], *ids["txt_negFacts"], *ids["img_posFacts"], *ids["img_negFacts"]]
         )
-        candidates.append(_Candidate(str(guid), question, modality, gold, context))
+        candidates.append(QuestionCandidate(str(guid), question, modality, gold, context))
 
     if not splits_seen.get(split):
         raise ValueError(
@@ -245,31 +234,6 @@ def load_webqa(root: str | Path, split: str = "val", pool: str = "context") -> B
         else:
             skipped[SKIP_IMAGE_MISSING] += 1
 
-    queries: list[BenchmarkQuery] = []
-    for cand in candidates:
-        corpus = texts if cand.modality == "text" else images
-        if any(g not in corpus for g in cand.gold_ids):
-            skipped[SKIP_GOLD_MISSING] += 1
-            continue
-        pool_ids = None
-        if pool == "context":
-            pool_ids = tuple(i for i in cand.context_ids if i in texts or i in images)
-        queries.append(BenchmarkQuery(cand.qid, cand.text, cand.modality, cand.gold_ids, pool_ids))
-
-    if pool == "context":  # drop items only cited by skipped questions
-        used = {i for q in queries for i in q.pool_ids or ()}
-        texts = {k: v for k, v in texts.items() if k in used}
-        images = {k: v for k, v in images.items() if k in used}
-
-    dataset = BenchmarkDataset(
-        name="webqa",
-        split=split,
-        pool=pool,
-        queries=queries,
-        texts=texts,
-        images=images,
-        skipped=skipped,
-        source_files=[json_file, tsv, lineidx],
+    return assemble_dataset(
+        "webqa", split, pool, candidates, texts, images, skipped, [json_file, tsv, lineidx]
     )
-    check_both_modalities(dataset)
-    return dataset
