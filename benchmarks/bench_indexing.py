@@ -65,7 +65,10 @@ def make_images(root: Path, n: int, min_side: int, max_side: int, seed: int) -> 
         draw = ImageDraw.Draw(pil)
         for _ in range(int(rng.integers(1, 6))):
             x0, y0 = int(rng.integers(0, w)), int(rng.integers(0, h))
-            x1, y1 = x0 + int(rng.integers(10, w // 2 + 11)), y0 + int(rng.integers(10, h // 2 + 11))
+            x1, y1 = (
+                x0 + int(rng.integers(10, w // 2 + 11)),
+                y0 + int(rng.integers(10, h // 2 + 11)),
+            )
             draw.rectangle([x0, y0, x1, y1], fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
         if i % 3 == 2:
             path = root / f"img{i:05d}.png"
@@ -140,26 +143,43 @@ def phase_costs(encoder, paths, batch_size: int) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--model", default="ViT-B-32", help="open_clip architecture (random weights)")
-    ap.add_argument("--config", type=Path, default=None,
-                    help="open_clip model-config JSON named <model>.json, for a custom architecture")
-    ap.add_argument("--tiny", action="store_true",
-                    help="use the tests' tiny architecture (tests/_fixtures_clip.py TINY_CONFIG)")
+    ap.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="open_clip model-config JSON named <model>.json, for a custom architecture",
+    )
+    ap.add_argument(
+        "--tiny",
+        action="store_true",
+        help="use the tests' tiny architecture (tests/_fixtures_clip.py TINY_CONFIG)",
+    )
     ap.add_argument("--images", type=int, default=256)
     ap.add_argument("--min-side", type=int, default=256)
     ap.add_argument("--max-side", type=int, default=512)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--num-workers", type=int, default=2, help="encoder decode threads")
-    ap.add_argument("--torch-threads", type=int, default=None,
-                    help="torch.set_num_threads (default: torch's choice)")
+    ap.add_argument(
+        "--torch-threads",
+        type=int,
+        default=None,
+        help="torch.set_num_threads (default: torch's choice)",
+    )
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--profile", action="store_true", help="cProfile one extra engine run")
     ap.add_argument("--profile-top", type=int, default=25)
     ap.add_argument("--goal", type=float, default=0.85)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--tmp", type=Path, default=None, help="work dir (default: a temp dir, deleted)")
-    ap.add_argument("--json", metavar="OUT", type=Path, default=None, help="write the results as JSON")
+    ap.add_argument(
+        "--tmp", type=Path, default=None, help="work dir (default: a temp dir, deleted)"
+    )
+    ap.add_argument(
+        "--json", metavar="OUT", type=Path, default=None, help="write the results as JSON"
+    )
     args = ap.parse_args(argv)
     if args.images < 1 or args.batch_size < 1 or args.repeats < 1:
         ap.error("--images, --batch-size and --repeats must be >= 1")
@@ -184,15 +204,24 @@ def main(argv: list[str] | None = None) -> int:
             config.write_text(json.dumps(TINY_CONFIG), encoding="utf-8")
         _log(f"saving random {model_name} weights to a local checkpoint")
         ckpt = make_checkpoint(model_name, config, tmp / f"{model_name}-random.pt", args.seed)
-        encoder = OpenClipEncoder(model_name, pretrained=str(ckpt), model_config=config, device="cpu",
-                                  batch_size=args.batch_size, num_workers=args.num_workers)
+        encoder = OpenClipEncoder(
+            model_name,
+            pretrained=str(ckpt),
+            model_config=config,
+            device="cpu",
+            batch_size=args.batch_size,
+            num_workers=args.num_workers,
+        )
         _log(f"writing {args.images} images ({args.min_side}-{args.max_side} px)")
         paths = make_images(tmp / "images", args.images, args.min_side, args.max_side, args.seed)
         total_mb = sum(p.stat().st_size for p in paths) / 2**20
 
         _log("pre-decoding for the bare forward pass")
         tensors = [encoder._preprocess(_decode_image(p)) for p in paths]
-        batches = [torch.stack(tensors[s : s + args.batch_size]) for s in range(0, len(tensors), args.batch_size)]
+        batches = [
+            torch.stack(tensors[s : s + args.batch_size])
+            for s in range(0, len(tensors), args.batch_size)
+        ]
         phases = phase_costs(encoder, paths, args.batch_size)
 
         client = chromadb.PersistentClient(path=str(tmp / "db"))
@@ -206,9 +235,13 @@ def main(argv: list[str] | None = None) -> int:
                 if what == "bare":
                     bare_s.append(bare_forward(encoder, batches))
                 else:
-                    engine_s.append(engine_index(encoder, client, f"run{r}", paths, args.batch_size))
-                _log(f"  repeat {r + 1}/{args.repeats} {what}: "
-                     f"{(bare_s if what == 'bare' else engine_s)[-1]:.2f} s")
+                    engine_s.append(
+                        engine_index(encoder, client, f"run{r}", paths, args.batch_size)
+                    )
+                _log(
+                    f"  repeat {r + 1}/{args.repeats} {what}: "
+                    f"{(bare_s if what == 'bare' else engine_s)[-1]:.2f} s"
+                )
         profile_text = None
         if args.profile:
             prof = cProfile.Profile()
@@ -242,9 +275,11 @@ def main(argv: list[str] | None = None) -> int:
         "single_thread_phase_s": phases,
     }
     result["goal_met"] = result["ratio"] >= args.goal
-    print(f"\nindexing {n} images ({total_mb:.1f} MB, {args.min_side}-{args.max_side} px) with "
-          f"{model_name}, batch {args.batch_size}, {args.num_workers} decode threads, "
-          f"{result['torch_threads']} torch threads, {args.repeats} repeats (median)")
+    print(
+        f"\nindexing {n} images ({total_mb:.1f} MB, {args.min_side}-{args.max_side} px) with "
+        f"{model_name}, batch {args.batch_size}, {args.num_workers} decode threads, "
+        f"{result['torch_threads']} torch threads, {args.repeats} repeats (median)"
+    )
     print(f"  {'path':28s} {'seconds':>9s} {'images/s':>9s}")
     print(f"  {'bare encode_image':28s} {bare_med:9.2f} {result['bare_images_per_s']:9.1f}")
     print(f"  {'engine.index':28s} {eng_med:9.2f} {result['engine_images_per_s']:9.1f}")

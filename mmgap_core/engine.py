@@ -28,6 +28,7 @@ CALIBRATION_VERSION = 1
 DEFAULT_K_PER_MODALITY = 50
 # Beyond this many candidate rows, calibration mines through the store's own nearest-neighbour index.
 DEFAULT_EXACT_MAX_ITEMS = 200_000
+MEANS_SAMPLE = 20_000  # items per modality behind the `center` means when mining goes through the store
 
 
 class NotCalibratedError(ValueError):
@@ -129,6 +130,9 @@ class RetrievalEngine:
     online_calibration : update the running statistics with each search's top-1 per modality
         (``partial_fit``) and persist them every ``persist_every`` searches. Off by default: it lets the
         query stream drift the statistics.
+    count_check_seconds : how long `search` reuses the store's per-modality item counts (and how often it
+        checks corpus growth); the engine's own writes refresh them at once, writes by other processes
+        are seen within this time. 0 reads the counts on every search.
     """
 
     def __init__(
@@ -156,6 +160,9 @@ class RetrievalEngine:
         self._standardizer: ModalityStandardizer | None = None
         self._searches_since_persist = 0
         self._counts_checked_at = 0.0
+        # (counts, read at, write generation): Chroma count calls cost ~5 ms each at 50k items.
+        self._counts_cache: tuple[dict[str, int], float, int] | None = None
+        self._writes = 0
         self._last_growth_warning: list[str] = []
         self._spec_recorded = False
         self._load_calibration()
@@ -327,6 +334,8 @@ class RetrievalEngine:
             metadatas=[metadatas[i] for i in rows],
             model_id=emb.model_id,
         )
+        if res.added:
+            self._writes += 1  # invalidates the cached counts
         if res.added and self._spec_recorded is False:
             spec = encoder_spec(encoder)
             if spec is not None:
@@ -509,7 +518,9 @@ class RetrievalEngine:
 
         scores, labels = [], []
         batch = 256
-        k = 2 if self_ids is not None else 1  # one extra so the query itself can be dropped
+        # The store's HNSW index is approximate (see benchmarks/README.md for how often it misses the
+        # exact top-1); one extra neighbour so the query itself can be dropped.
+        k = 1 + (self_ids is not None)
         for s in tqdm(range(0, queries.shape[0], batch), desc="calibrating", disable=not progress):
             hits = self.store.query_modalities(queries[s : s + batch], k)
             for m, h in hits.items():
@@ -523,19 +534,16 @@ class RetrievalEngine:
         return np.asarray(scores), np.asarray(labels)
 
     def _modality_means(self, corpus=None) -> dict[str, np.ndarray]:
-        """Mean embedding per modality (for `center`), from a loaded corpus or streamed from the store."""
+        """Mean embedding per modality (for `center`): exact from a loaded corpus, else estimated from a
+        sample of the store (reading every embedding back from a large store costs more than mining)."""
         if corpus is not None:
             vectors, labels, _ids = corpus
             return {m: vectors[labels == m].mean(axis=0, dtype=np.float64) for m in np.unique(labels)}
         means = {}
         for m in self.store.modalities():
-            total, n = None, 0
-            for _ids, e in self.store.iter_embeddings(m):
-                s = e.sum(axis=0, dtype=np.float64)
-                total = s if total is None else total + s
-                n += e.shape[0]
-            if n:
-                means[m] = total / n
+            _ids, _docs, emb = self.store.sample_documents(m, MEANS_SAMPLE, 0)
+            if emb.shape[0]:
+                means[m] = emb.mean(axis=0, dtype=np.float64)
         return means
 
     # ------------------------------------------------------------------ search
@@ -599,8 +607,7 @@ class RetrievalEngine:
             raise ValueError("the store is empty: index texts and images before searching")
         fuser = self._fuser(method, qmod)
         hits = self.store.query_modalities(
-            vec, {m: min(kpm, counts[m]) for m in live}, where=where, modalities=live,
-            include_embeddings=method == "center",
+            vec, {m: min(kpm, counts[m]) for m in live}, where=where, include_embeddings=method == "center"
         )
         result = self._merge(hits, fuser, vec, qmod, k, method, notes)
         if self.online_calibration and method == "standardize":
@@ -608,11 +615,26 @@ class RetrievalEngine:
         return result
 
     def _counts_for_search(self, notes: list[str]) -> dict[str, int]:
-        counts = self.store.counts()
+        now = time.monotonic()
+        check_growth = (
+            self._calibration is not None
+            and now - self._counts_checked_at >= self.count_check_seconds
+        )
+        cached = self._counts_cache
+        if (
+            cached is not None
+            and not check_growth
+            and cached[2] == self._writes
+            and now - cached[1] < self.count_check_seconds
+        ):
+            counts = cached[0]
+        else:
+            generation = self._writes  # read first: a write landing during counts() invalidates
+            counts = self.store.counts()
+            self._counts_cache = (counts, now, generation)
         if self._calibration is None:
             return counts
-        now = time.monotonic()
-        if now - self._counts_checked_at >= self.count_check_seconds:
+        if check_growth:
             self._counts_checked_at = now
             fitted = self._calibration.get("corpus_sizes") or {}
             grown = [

@@ -282,3 +282,13 @@ def test_calibration_survives_a_server_restart(
     assert again.standardizer.to_dict() == std.to_dict()
     assert len(again.search("a cat", k=4)) == 4
     ChromaStore(client, chroma_store_name).delete_store()
+
+
+def test_search_sees_the_engines_own_writes_despite_cached_counts(engine, sample_images):
+    engine.count_check_seconds = 3600  # counts are cached, but our own writes must refresh them
+    engine.index(texts=TEXTS[:3], progress=False)
+    assert len(engine.search("a cat", method="raw", k=10)) == 3
+    engine.index(texts=TEXTS[3:], images=sample_images[:2], progress=False)
+    res = engine.search("a cat", method="raw", k=20)
+    assert len(res) == len(TEXTS) + 2
+    assert {h.modality for h in res} == {"text", "image"}
