@@ -742,6 +742,30 @@ def _caption_images(
     return captions
 
 
+def _stack_corpus(text_vectors, text_rows, image_vectors, image_rows, dim: int):
+    """(corpus [N, dim], labels, {modality: {item id: corpus row}}): texts first, then images.
+
+    ``*_rows`` are ``(item id, row in *_vectors)`` pairs of the items that could be embedded.
+    """
+    corpus = np.concatenate(
+        [
+            text_vectors[[r for _, r in text_rows]].reshape(-1, dim),
+            image_vectors[[r for _, r in image_rows]].reshape(-1, dim),
+        ]
+    ).astype(np.float32)
+    labels = np.array(["text"] * len(text_rows) + ["image"] * len(image_rows))
+    row_of = {
+        "text": {i: n for n, (i, _) in enumerate(text_rows)},
+        "image": {i: len(text_rows) + n for n, (i, _) in enumerate(image_rows)},
+    }
+    return corpus, labels, row_of
+
+
+def _pool_rows(query: BenchmarkQuery, row_of) -> list[int]:
+    """Corpus rows of a question's own candidate pool (items that could be embedded)."""
+    return [row_of[m][i] for i in query.pool_ids or () for m in MODALITIES if i in row_of[m]]
+
+
 def _run_model(
     dataset, encoder, label, cache, *, pool, methods, ks, captioner, progress, candidates, log
 ) -> ModelResult:
@@ -785,17 +809,7 @@ def _run_model(
     text_rows = [(i, t_emb.row_of[k]) for i, k in zip(text_ids, t_keys) if k in t_emb.row_of]
     image_rows = [(i, i_emb.row_of[k]) for i, k in zip(image_ids, i_keys) if k in i_emb.row_of]
     dim = max(t_emb.vectors.shape[1], i_emb.vectors.shape[1], q_emb.vectors.shape[1])
-    corpus = np.concatenate(
-        [
-            t_emb.vectors[[r for _, r in text_rows]].reshape(-1, dim),
-            i_emb.vectors[[r for _, r in image_rows]].reshape(-1, dim),
-        ]
-    ).astype(np.float32)
-    labels = np.array(["text"] * len(text_rows) + ["image"] * len(image_rows))
-    row_of = {
-        "text": {i: n for n, (i, _) in enumerate(text_rows)},
-        "image": {i: len(text_rows) + n for n, (i, _) in enumerate(image_rows)},
-    }
+    corpus, labels, row_of = _stack_corpus(t_emb.vectors, text_rows, i_emb.vectors, image_rows, dim)
 
     kept: list[BenchmarkQuery] = []
     q_vecs, qrel_rows, pools = [], [], []
@@ -812,8 +826,7 @@ def _run_model(
         q_vecs.append(q_emb.vectors[q_emb.row_of[key]])
         qrel_rows.extend((n, g, 1) for g in gold)
         if pool == "context":
-            ids = q.pool_ids if q.pool_ids is not None else ()
-            pools.append([row_of[m][i] for i in ids for m in MODALITIES if i in row_of[m]])
+            pools.append(_pool_rows(q, row_of))
     counts = dict.fromkeys(MODALITIES, 0)
     for q in kept:
         counts[q.gold_modality] += 1
@@ -919,28 +932,17 @@ def _caption_baseline(
         if k in c_emb.failures:
             skipped[f"caption: {reason_category(c_emb.failures[k])}"] += 1
     cap_rows = [(i, c_emb.row_of[k]) for i, k in zip(c_ids, c_keys) if k in c_emb.row_of]
-    dim = queries.shape[1]
-    corpus = np.concatenate(
-        [
-            t_emb.vectors[[r for _, r in text_rows]].reshape(-1, dim),
-            c_emb.vectors[[r for _, r in cap_rows]].reshape(-1, dim),
-        ]
-    ).astype(np.float32)
     # Caption rows keep the label "image" so results split by gold modality like the main run.
-    labels = np.array(["text"] * len(text_rows) + ["image"] * len(cap_rows))
-    row_of = {
-        "text": {i: n for n, (i, _) in enumerate(text_rows)},
-        "image": {i: len(text_rows) + n for n, (i, _) in enumerate(cap_rows)},
-    }
+    corpus, labels, row_of = _stack_corpus(
+        t_emb.vectors, text_rows, c_emb.vectors, cap_rows, queries.shape[1]
+    )
     qrel_rows, pools = [], []
     for n, q in enumerate(kept):
         qrel_rows.extend(
             (n, row_of[q.gold_modality][g], 1) for g in q.gold_ids if g in row_of[q.gold_modality]
         )
         if pool == "context":
-            pools.append(
-                [row_of[m][i] for i in q.pool_ids or () for m in MODALITIES if i in row_of[m]]
-            )
+            pools.append(_pool_rows(q, row_of))
     if not cap_rows:
         return {
             "captioner": getattr(captioner, "name", type(captioner).__name__),
