@@ -690,25 +690,26 @@ class RetrievalEngine:
             candidate_embeddings=lambda m, ids: emb[m][:, : ids.shape[1]],
         )
         fused = fuser.fuse(batch, k)
+        raw = {m: h.scores[0].tolist() for m, h in hits.items()}
         out = []
+        # Plain Python values: iterating numpy scalars costs more than the fusion itself here.
         for rank, (pos, score, code) in enumerate(
-            zip(fused.ids[0], fused.scores[0], fused.modality_codes[0]), 1
+            zip(fused.ids[0].tolist(), fused.scores[0].tolist(), fused.modality_codes[0].tolist()), 1
         ):
             if pos < 0:
                 break
             m = fused.modalities[code]
             h = hits[m]
-            meta = dict(h.metadatas[0][pos] or {})
             out.append(
                 Hit(
                     id=h.ids[0][pos],
                     modality=m,
-                    score=float(score),
-                    raw_score=float(h.scores[0, pos]),
+                    score=score,
+                    raw_score=raw[m][pos],
                     rank=rank,
                     text=h.documents[0][pos],
                     uri=h.uris[0][pos],
-                    metadata=meta,
+                    metadata=dict(h.metadatas[0][pos] or {}),
                 )
             )
         return SearchResult(out, method, qmod, notes)
