@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from ..jsonio import write_json  # noqa: F401  (re-exported for the subcommands)
-
 
 def parse_ks(spec: str) -> tuple[int, ...]:
     try:

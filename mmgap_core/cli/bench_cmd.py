@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from ._common import write_json
+from ..jsonio import write_json
 
 BENCH_METRICS = ["recall@1", "recall@5", "recall@10", "recall@20", "mrr@10", "ndcg@10"]
 

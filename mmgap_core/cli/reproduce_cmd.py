@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ._common import parse_ks, write_json
+from ..jsonio import write_json
+from ._common import parse_ks
 
 
 def register(sub) -> None:
