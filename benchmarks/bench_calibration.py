@@ -5,8 +5,8 @@ in an embedded ``chromadb.PersistentClient``. Calibration samples ``--sample`` i
 modality from the store (self-excluded) and fits the per-(query, candidate modality) mean/std of
 each query's top-1 cosine. Timed, alternately, ``--repeats`` times each:
 
-* ``store``: ``engine.calibrate(exact_max_items=0)``: batched ``store.query_modalities`` (256 queries
-  a call, one collection per modality, k=2 so the query itself can be dropped);
+* ``store``: ``engine.calibrate(exact_max_items=0)``: batched ``store.query_per_modality`` (256
+  queries a call, one collection per modality, k=2 so the query itself can be dropped);
 * ``exact``: ``engine.calibrate()`` with the default exact path: every embedding is read back from
   the store, then ``mine_pseudo_positives`` (blocked BLAS matmul) finds the true top-1;
 * ``exact mining only``: ``mine_pseudo_positives`` on the same queries with the corpus already in
@@ -48,7 +48,7 @@ def store_picks(store, queries: np.ndarray, self_ids: list[str], batch: int = 25
     ids: dict[str, list[str | None]] = {}
     scores: dict[str, list[float]] = {}
     for s in range(0, queries.shape[0], batch):
-        hits = store.query_modalities(queries[s : s + batch], 2)
+        hits = store.query_per_modality(queries[s : s + batch], 2)
         for m, h in hits.items():
             for r, row_ids in enumerate(h.ids):
                 pick, score = None, float("nan")

@@ -12,7 +12,7 @@ embedded ``chromadb.PersistentClient`` in a temp dir:
 Each query vector is new (not in the store). Both paths are warmed up, then timed alternately on
 the same query vectors (so both see the same machine load); the report gives the median and p90
 latency of each and the ratio of the medians (goal: engine / raw <= 1.25). A breakdown times the
-engine's parts (``store.query_modalities`` alone and each per-modality collection query).
+engine's parts (``store.query_per_modality`` alone and each per-modality collection query).
 
 With ``--http`` the same data is then served by a ``chroma run`` process on 127.0.0.1 (a free port,
 same data directory after the embedded client is closed) and timed again through ``HttpClient``.
@@ -204,7 +204,9 @@ def run_suite(client, maker, args, label: str) -> dict:
         "raw query (1 collection)": lambda q: raw.query(query_embeddings=[q], n_results=args.k),
     }
     parts = {
-        "store.query_modalities": lambda q: store.query_modalities(q[None, :], args.k_per_modality),
+        "store.query_per_modality": lambda q: store.query_per_modality(
+            q[None, :], args.k_per_modality
+        ),
         "raw query text collection": lambda q: cols["text"].query(
             query_embeddings=[q], n_results=args.k_per_modality
         ),

@@ -1,4 +1,4 @@
-"""Input checks shared by the math. Every failure is a ValueError that names the problem."""
+"""Input checks shared by the core. Every failure is a ValueError that names the problem."""
 
 from __future__ import annotations
 
@@ -8,19 +8,53 @@ import numpy as np
 
 
 def as_embeddings(
-    x, name: str, *, dim: int | None = None, allow_empty: bool = False, finite: bool = True
+    x,
+    name: str,
+    *,
+    dim: int | None = None,
+    allow_empty: bool = False,
+    finite: bool = True,
+    allow_1d: bool = False,
 ) -> np.ndarray:
     """Return ``x`` as a C-contiguous float32 2-D array, after checking shape and finiteness.
 
-    No copy is made when ``x`` already is float32 and C-contiguous. ``finite=False`` skips the NaN/inf
-    pass, for callers that detect it in a pass of their own (e.g. while computing row norms).
+    The one embedding validator of mmgap: the math, the engine and the stores all use it.
+
+    Parameters
+    ----------
+    x : array_like
+        ``[n, d]`` numbers.
+    name : str
+        What ``x`` is, for error messages (``"queries"``, ``"query embedding"``, ...).
+    dim : int, optional
+        The number of columns required.
+    allow_empty : bool, default False
+        Accept 0 rows.
+    finite : bool, default True
+        Check for NaN/inf. ``False`` skips that pass, for callers that detect it in a pass of their
+        own (e.g. while computing row norms).
+    allow_1d : bool, default False
+        Accept a single vector ``[d]`` as one row ``[1, d]``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``x`` itself when it already is float32, 2-D and C-contiguous; else a converted copy.
+
+    Raises
+    ------
+    ValueError
+        Naming ``name`` and the problem.
     """
     try:
         arr = np.asarray(x)
     except Exception as exc:  # ragged lists and the like
         raise ValueError(f"{name}: cannot be read as a 2-D array of numbers ({exc})") from exc
+    if allow_1d and arr.ndim == 1:
+        arr = arr[None, :]
     if arr.ndim != 2:
-        raise ValueError(f"{name}: expected a 2-D array [n, dim], got shape {arr.shape}")
+        expected = "a vector [dim] or a 2-D array [n, dim]" if allow_1d else "a 2-D array [n, dim]"
+        raise ValueError(f"{name}: expected {expected}, got shape {arr.shape}")
     if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
         raise ValueError(f"{name}: expected numbers, got dtype {arr.dtype}")
     arr = np.ascontiguousarray(arr, dtype=np.float32)
@@ -36,6 +70,7 @@ def as_embeddings(
 
 
 def check_finite(arr: np.ndarray, name: str) -> None:
+    """Raise ``ValueError`` naming the first rows of ``arr`` that hold NaN or inf."""
     # A float64 sum is one pass with no full-size temporary; NaN/inf anywhere makes it non-finite.
     if arr.size and not np.isfinite(arr.sum(dtype=np.float64)):
         bad_rows = np.flatnonzero(~np.isfinite(arr).all(axis=tuple(range(1, arr.ndim))))
@@ -48,9 +83,7 @@ def check_finite(arr: np.ndarray, name: str) -> None:
 def as_labels(labels, name: str, n: int | None = None) -> np.ndarray:
     """Modality labels as a 1-D array of non-empty str."""
     if isinstance(labels, str):
-        raise ValueError(
-            f"{name}: expected one label per row, got a single string {labels!r}"
-        )
+        raise ValueError(f"{name}: expected one label per row, got a single string {labels!r}")
     if isinstance(labels, np.ndarray) and labels.dtype.kind == "U":
         # Fast path, no per-element Python objects: matters for corpus-sized label arrays.
         if labels.ndim != 1:
@@ -76,6 +109,7 @@ def as_labels(labels, name: str, n: int | None = None) -> np.ndarray:
 
 
 def check_modality(label: str, known: Sequence[str], what: str) -> str:
+    """``label`` if it is one of ``known``, else ``ValueError`` listing them."""
     if not isinstance(label, str) or not label.strip():
         raise ValueError(f"{what}: modality must be a non-empty string, got {label!r}")
     if label not in known:
@@ -84,6 +118,7 @@ def check_modality(label: str, known: Sequence[str], what: str) -> str:
 
 
 def unique_in_order(labels: np.ndarray) -> list[str]:
+    """The distinct labels, in order of first appearance."""
     _, first = np.unique(labels, return_index=True)
     return [str(labels[i]) for i in sorted(first)]
 

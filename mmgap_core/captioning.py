@@ -31,12 +31,30 @@ class Captioner(Protocol):
     name: str
 
     def caption(self, images: Sequence[ImageLike]) -> list[str]:
-        """One caption per input image, in order."""
+        """Return one caption per input image, in order."""
         ...
 
 
 def open_image(image: ImageLike) -> Image.Image:
-    """Decode an :data:`ImageLike` into an RGB PIL image (Pillow is imported lazily)."""
+    """Decode an image into an RGB PIL image (Pillow is imported lazily).
+
+    Parameters
+    ----------
+    image : ImageLike
+        An :class:`ImageRef`, a file path, encoded bytes or a PIL image.
+
+    Returns
+    -------
+    PIL.Image.Image
+        An RGB image.
+
+    Raises
+    ------
+    TypeError
+        ``image`` is none of the accepted types.
+    OSError
+        The file cannot be read, or Pillow cannot decode it.
+    """
     from PIL import Image
 
     if isinstance(image, Image.Image):
@@ -54,29 +72,39 @@ def open_image(image: ImageLike) -> Image.Image:
 
 
 def _image_key(image: ImageLike) -> str:
-    """The id used to look an image up: ``ImageRef.id``, else the file name without extension."""
+    """Return the id an image is looked up by: ``ImageRef.id``, else the file name's stem."""
     if isinstance(image, ImageRef):
         return image.id
     if isinstance(image, (str, os.PathLike)):
         return Path(image).stem
     raise TypeError(
-        f"MetadataCaptioner needs an ImageRef, an image id or a file path, got {type(image).__name__}"
+        "MetadataCaptioner needs an ImageRef, an image id or a file path, "
+        f"got {type(image).__name__}"
     )
 
 
 class MetadataCaptioner:
     """Captions an image with its own metadata instead of looking at pixels.
 
-    Args:
-        source: where the caption comes from --
-            ``None``: the ``ImageRef.title``;
-            a mapping ``image id -> caption`` (ids are ``ImageRef.id``, or a path's file stem);
-            a callable ``image -> caption``.
-        name: the captioner's name (reported in results).
+    Parameters
+    ----------
+    source : mapping, callable or None, optional
+        Where the caption comes from: ``None``, the ``ImageRef.title``; a mapping
+        ``image id -> caption`` (ids are ``ImageRef.id``, or a path's file stem); a callable
+        ``image -> caption``.
+    name : str, default "metadata"
+        The captioner's name (reported in results).
 
-    Raises (from :meth:`caption`):
-        ValueError: no caption for an image (id not in the mapping, empty title / result).
-        TypeError: an input that carries no id (bytes or PIL image) with a non-callable source.
+    Raises
+    ------
+    TypeError
+        ``source`` is none of the above.
+
+    Notes
+    -----
+    :meth:`caption` raises ``ValueError`` when an image has no caption (id not in the mapping,
+    empty title or result) and ``TypeError`` for an input that carries no id (bytes or a PIL
+    image) with a non-callable source.
     """
 
     def __init__(
@@ -118,7 +146,18 @@ class MetadataCaptioner:
         return text.strip()
 
     def caption(self, images: Sequence[ImageLike]) -> list[str]:
-        """One caption per image, in order."""
+        """Caption each image from its metadata.
+
+        Parameters
+        ----------
+        images : sequence of ImageLike
+            The images.
+
+        Returns
+        -------
+        list of str
+            One caption per image, in order.
+        """
         return [self._caption_one(image) for image in images]
 
     def __repr__(self) -> str:
@@ -137,14 +176,29 @@ def _describe(image: ImageLike) -> str:
 def caption_corpus(
     images: Mapping[str, ImageRef], captioner: Captioner, *, batch_size: int = 32
 ) -> dict[str, str]:
-    """Caption every corpus image: ``image id -> caption text``, in the input order.
+    """Caption every corpus image.
 
-    The captioner receives the :class:`ImageRef` objects in batches of ``batch_size``.
+    Parameters
+    ----------
+    images : mapping of str to ImageRef
+        Image id -> image; the captioner receives the :class:`ImageRef` objects in batches.
+    captioner : Captioner
+        Anything with a ``name`` and a batch ``caption`` method.
+    batch_size : int, default 32
+        Images per ``caption`` call.
 
-    Raises:
-        TypeError: ``captioner`` does not follow the :class:`Captioner` protocol.
-        ValueError: bad ``batch_size``, or the captioner returned the wrong number of captions
-            or an empty / non-string caption (the message names the image id).
+    Returns
+    -------
+    dict of str to str
+        Image id -> caption text, in the input order.
+
+    Raises
+    ------
+    TypeError
+        ``captioner`` does not follow the :class:`Captioner` protocol.
+    ValueError
+        Bad ``batch_size``, or the captioner returned the wrong number of captions or an empty
+        or non-string caption (the message names the image id).
     """
     if not isinstance(captioner, Captioner):
         raise TypeError(

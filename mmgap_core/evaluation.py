@@ -1,4 +1,4 @@
-"""Evaluate every fusion method on one set of embeddings: the engine behind `mmgap eval` and `mmgap bench`."""
+"""Evaluate every fusion method on one set of embeddings: what `mmgap eval` and `mmgap bench` run."""
 
 from __future__ import annotations
 
@@ -8,9 +8,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._validation import as_embeddings, as_labels
-from .fusion import CandidateBatch, CenterFusion, ModalityCandidates, make_method, parse_methods
+from .candidates import CandidateBatch
+from .background import BackgroundScale
+from .fusion import DEFAULT_METHOD, CenterFusion, make_method, method_class, parse_methods
 from .metrics import Qrels, evaluate_ranking
 from .mining import (
+    PseudoPositives,
     DEFAULT_BLOCK_BYTES,
     ModalityTopK,
     gold_pair_scores,
@@ -21,6 +24,8 @@ from .stats import ModalityStandardizer
 
 DEFAULT_KS = (1, 5, 10, 20)
 DEFAULT_POOL = 100
+# Calibration lists are this long (or the pool, if shorter): the background scale is fitted on them.
+BACKGROUND_RANKS = 50
 _CHUNK = 256  # queries fused at a time, bounding the [chunk, pool, d] embeddings `center` reads
 
 
@@ -48,7 +53,9 @@ class EvalReport:
         raise KeyError((method, subset, metric))
 
     def table(self, metrics: Sequence[str] | None = None) -> str:
-        return format_table(self.results, self.query_modality, metrics or default_table_metrics(self.ks))
+        return format_table(
+            self.results, self.query_modality, metrics or default_table_metrics(self.ks)
+        )
 
 
 def default_table_metrics(ks: Sequence[int]) -> list[str]:
@@ -69,9 +76,16 @@ def format_table(results: list[dict], query_modality: str, metrics: Sequence[str
     """One block per subset: a row per method, a column per metric plus the top-k modality shares."""
     methods = list(dict.fromkeys(r["method"] for r in results))
     subsets = list(dict.fromkeys(r["subset"] for r in results))
-    share_metrics = sorted(
-        {r["metric"] for r in results if r["metric"].startswith("share_") and r["metric"].endswith("@20")}
-    ) or sorted({r["metric"] for r in results if r["metric"].startswith("share_")})[:2]
+    share_metrics = (
+        sorted(
+            {
+                r["metric"]
+                for r in results
+                if r["metric"].startswith("share_") and r["metric"].endswith("@20")
+            }
+        )
+        or sorted({r["metric"] for r in results if r["metric"].startswith("share_")})[:2]
+    )
     cols = list(metrics) + share_metrics
     lookup = {(r["method"], r["subset"], r["metric"]): r for r in results}
     width = max(len(m) for m in methods) + 2
@@ -80,7 +94,9 @@ def format_table(results: list[dict], query_modality: str, metrics: Sequence[str
         n = next((r.get("n") for r in results if r["subset"] == subset and "n" in r), None)
         title = subset_title(subset, query_modality) + (f", {n} queries" if n is not None else "")
         lines.append(title)
-        lines.append("  " + "method".ljust(width) + "".join(c.rjust(max(len(c), 7) + 2) for c in cols))
+        lines.append(
+            "  " + "method".ljust(width) + "".join(c.rjust(max(len(c), 7) + 2) for c in cols)
+        )
         for m in methods:
             cells = []
             for c in cols:
@@ -105,11 +121,35 @@ def evaluate_embeddings(
     pool: int = DEFAULT_POOL,
     max_block_bytes: int = DEFAULT_BLOCK_BYTES,
 ) -> EvalReport:
-    """Run each fusion method over the same per-modality candidate pools and score it against ``qrels``.
+    """Run each fusion method over the same per-modality candidate pools; score it against qrels.
 
-    ``calibration_queries`` default to the evaluation queries themselves, unlabelled: the paper's
-    transductive setting. ``pool`` candidates per modality are retrieved exactly for every query; methods
-    that only rescale scores are exact for any top-K <= pool, and ``center`` re-scores that pool.
+    Parameters
+    ----------
+    queries : array_like
+        ``[Q, d]`` query embeddings, all of ``query_modality``.
+    corpus : array_like
+        ``[N, d]`` corpus embeddings.
+    corpus_modalities : sequence of str
+        ``[N]`` modality label per corpus row.
+    qrels : numpy.ndarray or Qrels
+        Relevant corpus rows per query.
+    query_modality : str, default "text"
+    calibration_queries : array_like, optional
+        Unlabelled queries to calibrate on. Default: the evaluation queries themselves, without
+        their labels (the paper's transductive setting).
+    methods : str or sequence of str, optional
+        Fusion methods (default: all of :data:`~mmgap_core.fusion.METHOD_NAMES`).
+    ks : sequence of int, default (1, 5, 10, 20)
+        Cut-offs of the metrics.
+    pool : int, default 100
+        Candidates per modality, retrieved exactly for every query. Methods that only rescale
+        scores are exact for any top-K <= pool; ``center`` re-scores that pool.
+    max_block_bytes : int
+        Memory bound of the exact search.
+
+    Returns
+    -------
+    EvalReport
     """
     corpus = as_embeddings(corpus, "corpus")
     queries = as_embeddings(queries, "queries", dim=corpus.shape[1])
@@ -119,11 +159,15 @@ def evaluate_embeddings(
         raise ValueError(f"ks: expected positive cut-offs, got {ks}")
     if pool < ks[-1]:
         raise ValueError(f"pool ({pool}) must be at least the largest k ({ks[-1]})")
-    method_names = parse_methods(methods if methods is None or isinstance(methods, str) else ",".join(methods))
+    method_names = parse_methods(
+        methods if methods is None or isinstance(methods, str) else ",".join(methods)
+    )
     if not isinstance(qrels, Qrels):
         qrels = Qrels(qrels, queries.shape[0])
     if qrels.n_queries != queries.shape[0]:
-        raise ValueError(f"qrels cover {qrels.n_queries} queries, embeddings have {queries.shape[0]}")
+        raise ValueError(
+            f"qrels cover {qrels.n_queries} queries, embeddings have {queries.shape[0]}"
+        )
     if qrels.rows.size and qrels.rows[:, 1].max() >= corpus.shape[0]:
         raise ValueError(f"qrels: corpus row out of range [0, {corpus.shape[0] - 1}]")
     retrieved = topk_per_modality(queries, corpus, labels, pool, max_block_bytes=max_block_bytes)
@@ -156,11 +200,27 @@ def evaluate_candidates(
 ) -> EvalReport:
     """Fuse and score given per-modality candidate lists (e.g. each question's own candidate pool).
 
-    ``retrieved`` holds, per query and modality, candidate corpus rows and raw cosines, best first
-    (-1/-inf padding). Transductive calibration takes each query's top-1 per modality from these lists.
+    Parameters
+    ----------
+    retrieved : ModalityTopK
+        Per query and modality, candidate corpus rows and raw cosines, best first (-1/-inf
+        padding). Transductive calibration takes each query's top-1 per modality from these lists.
+    queries, corpus : numpy.ndarray
+        ``[Q, d]`` and ``[N, d]`` float32 embeddings, already checked.
+    labels : numpy.ndarray
+        ``[N]`` corpus modality labels.
+    qrels : Qrels
+    query_modality, calibration_queries, methods, ks, max_block_bytes
+        As for :func:`evaluate_embeddings`.
+
+    Returns
+    -------
+    EvalReport
     """
     ks = tuple(sorted({int(k) for k in ks}))
-    method_names = parse_methods(methods if methods is None or isinstance(methods, str) else ",".join(methods))
+    method_names = parse_methods(
+        methods if methods is None or isinstance(methods, str) else ",".join(methods)
+    )
     pool = retrieved.scores.shape[2]
     modalities = list(retrieved.modalities)
     notes = []
@@ -168,7 +228,10 @@ def evaluate_candidates(
     # Pseudo-positive calibration: the top-1 of each modality. Transductive reuse of `retrieved` is the
     # same computation as mining the evaluation queries again.
     if calibration_queries is None:
-        setting = "transductive: calibrated on the evaluation queries themselves, without their labels"
+        setting = (
+            "transductive: calibrated on the evaluation queries themselves, without their labels"
+        )
+        cal_lists = retrieved.scores[:, :, :BACKGROUND_RANKS]
         pp_scores = retrieved.scores[:, :, 0]
         pp_labels = np.broadcast_to(np.asarray(modalities)[None, :], pp_scores.shape)
         valid = np.isfinite(pp_scores)
@@ -177,12 +240,25 @@ def evaluate_candidates(
     else:
         cal = as_embeddings(calibration_queries, "calibration queries", dim=corpus.shape[1])
         setting = f"inductive: calibrated on {cal.shape[0]} separate calibration queries"
-        pp_scores, pp_labels = mine_pseudo_positives(
-            cal, corpus, labels, max_block_bytes=max_block_bytes
-        ).pairs()
+        cal_top = mine_pseudo_positives(
+            cal, corpus, labels, top_k=BACKGROUND_RANKS, max_block_bytes=max_block_bytes
+        )
+        cal_lists = cal_top.scores
+        first = PseudoPositives(
+            cal_top.modalities, cal_top.indices[:, :, :1], cal_top.scores[:, :, :1]
+        )
+        pp_scores, pp_labels = first.pairs()
         n_cal = cal.shape[0]
     notes.append(setting)
-    standardizer = ModalityStandardizer(dim=corpus.shape[1]).fit(pp_scores, pp_labels, query_modality)
+    standardizer = ModalityStandardizer(dim=corpus.shape[1]).fit(
+        pp_scores, pp_labels, query_modality
+    )
+    counts = {m: int((labels == m).sum()) for m in modalities}
+    background = None
+    if any(method_class(n).needs_background_scale for n in method_names):
+        background = BackgroundScale(dim=corpus.shape[1]).fit(
+            {m: cal_lists[:, j, :] for j, m in enumerate(modalities)}, query_modality, counts
+        )
 
     gold = None
     if "standardize-gold" in method_names:
@@ -191,7 +267,9 @@ def evaluate_candidates(
         missing = set(modalities) - set(gold.candidate_modalities(query_modality))
         if missing:
             # No labelled positive in a modality: borrow the pseudo statistics there, and say so.
-            notes.append(f"standardize-gold: no labelled positives in {sorted(missing)}; using pseudo stats")
+            notes.append(
+                f"standardize-gold: no labelled positives in {sorted(missing)}; using pseudo stats"
+            )
             for m in sorted(missing):
                 sel = pp_labels == m
                 gold.partial_fit(pp_scores[sel], pp_labels[sel], query_modality)
@@ -205,23 +283,24 @@ def evaluate_candidates(
         center_means = CenterFusion.fit(corpus, labels, extra).means
 
     fusers = {
-        name: make_method(name, standardizer=standardizer, gold_standardizer=gold, center_means=center_means)
+        name: make_method(
+            name,
+            standardizer=standardizer,
+            gold_standardizer=gold,
+            center_means=center_means,
+            background_scale=background,
+            corpus_sizes=counts,
+        )
         for name in method_names
     }
     n_q, top = queries.shape[0], ks[-1]
     rankings = {name: np.full((n_q, top), -1, dtype=np.int64) for name in method_names}
     ranked_mods = {name: np.full((n_q, top), "", dtype=object) for name in method_names}
 
-    def lookup(_modality, ids):
-        return corpus[np.where(ids >= 0, ids, 0)]
-
     for s in range(0, n_q, _CHUNK):
         e = min(s + _CHUNK, n_q)
-        batch = CandidateBatch(
-            query_modality,
-            {m: ModalityCandidates(*(a[s:e] for a in retrieved.of(m))) for m in modalities},
-            query_embeddings=queries[s:e],
-            candidate_embeddings=lookup,
+        batch = CandidateBatch.from_topk(
+            retrieved, query_modality, rows=slice(s, e), query_embeddings=queries, corpus=corpus
         )
         for name, fuser in fusers.items():
             fused = fuser.fuse(batch, top)
@@ -233,15 +312,20 @@ def evaluate_candidates(
         for row in evaluate_ranking(rankings[name], ranked_mods[name], qrels, labels, ks):
             results.append({"method": name, **row})
 
-    counts = {m: int((labels == m).sum()) for m in modalities}
     stats = {
+        "default_method": DEFAULT_METHOD,
         "n_queries": int(n_q),
         "query_modality": query_modality,
         "corpus_size": int(corpus.shape[0]),
         "corpus_modalities": counts,
         "dim": int(corpus.shape[1]),
         "pool_per_modality": int(pool),
-        "calibration": {"setting": setting, "n_queries": int(n_cal), "statistics": standardizer.to_dict()},
+        "calibration": {
+            "setting": setting,
+            "n_queries": int(n_cal),
+            "statistics": standardizer.to_dict(),
+            "background_scale": background.to_dict() if background is not None else None,
+        },
         "gold_statistics": gold.to_dict() if gold is not None else None,
         "notes": notes,
     }

@@ -7,12 +7,13 @@ Methods are looked up by the names the CLI uses: see :data:`METHOD_NAMES` and :f
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 
 import numpy as np
 
+from .background import BackgroundScale, BackgroundZFusion
+from .candidates import CandidateBatch, ModalityCandidates  # noqa: F401 - re-exported
+from .fusion_base import FusedRanking, FusionMethod, merge_scored, tie_break_keys  # noqa: F401
 from .stats import ModalityStandardizer
 
 METHOD_NAMES = (
@@ -23,121 +24,17 @@ METHOD_NAMES = (
     "minmax",
     "rrf",
     "center",
+    "background-z",
 )
 
-
-@dataclass
-class ModalityCandidates:
-    """One modality's candidates for a batch of queries: ``ids [Q, k]`` (-1 = no candidate) and
-    ``scores [Q, k]`` raw cosines, best first within each row."""
-
-    ids: np.ndarray
-    scores: np.ndarray
-
-    def __post_init__(self):
-        self.ids = np.asarray(self.ids, dtype=np.int64)
-        self.scores = np.asarray(self.scores, dtype=np.float64)
-        if self.ids.ndim != 2 or self.ids.shape != self.scores.shape:
-            raise ValueError(
-                f"candidate ids {self.ids.shape} and scores {self.scores.shape} must both be [Q, k]"
-            )
-        valid = self.ids >= 0
-        if not np.isfinite(self.scores[valid]).all():
-            raise ValueError("candidate scores contain NaN or inf")
-
-    @property
-    def valid(self) -> np.ndarray:
-        return self.ids >= 0
-
-
-@dataclass
-class CandidateBatch:
-    """Per-modality candidate lists for Q queries of one query modality.
-
-    ``query_embeddings`` and ``candidate_embeddings`` (``(modality, ids [Q, k]) -> [Q, k, d]``) are only
-    needed by methods that re-score in embedding space (``center``).
-    """
-
-    query_modality: str
-    lists: dict[str, ModalityCandidates]
-    query_embeddings: np.ndarray | None = None
-    candidate_embeddings: Callable[[str, np.ndarray], np.ndarray] | None = None
-
-    def __post_init__(self):
-        if not self.lists:
-            raise ValueError("no candidate lists to fuse")
-        n_q = {c.ids.shape[0] for c in self.lists.values()}
-        if len(n_q) != 1:
-            raise ValueError(f"candidate lists disagree on the number of queries: {sorted(n_q)}")
-
-    @property
-    def n_queries(self) -> int:
-        return next(iter(self.lists.values())).ids.shape[0]
-
-    @property
-    def modalities(self) -> list[str]:
-        return list(self.lists)
-
-
-@dataclass
-class FusedRanking:
-    """Merged ranking: row q lists query q's items best first; ``ids`` -1 / ``scores`` -inf pad a row."""
-
-    ids: np.ndarray  # [Q, K] int64
-    scores: np.ndarray  # [Q, K] float64
-    modality_codes: np.ndarray  # [Q, K] int index into `modalities`, -1 for padding
-    modalities: list[str] = field(default_factory=list)
-
-    def modality_labels(self) -> np.ndarray:
-        labels = np.asarray(self.modalities + [""], dtype=object)
-        return labels[self.modality_codes]
-
-
-def merge_scored(
-    batch: CandidateBatch, scores: Mapping[str, np.ndarray], k: int | None
-) -> FusedRanking:
-    """Merge per-modality re-scored lists into one top-k list per query (ties keep modality order)."""
-    mods = batch.modalities
-    ids = np.concatenate([batch.lists[m].ids for m in mods], axis=1)
-    sc = np.concatenate(
-        [np.where(batch.lists[m].valid, scores[m], -np.inf) for m in mods], axis=1
-    ).astype(np.float64)
-    codes = np.concatenate(
-        [np.full(batch.lists[m].ids.shape, j, dtype=np.int64) for j, m in enumerate(mods)], axis=1
-    )
-    total = ids.shape[1]
-    if k is not None and (
-        isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or k < 1
-    ):
-        raise ValueError(f"k must be a positive integer or None, got {k!r}")
-    k = total if k is None else min(int(k), total)
-    order = np.argsort(-sc, axis=1, kind="stable")[:, :k]
-    out_ids = np.take_along_axis(ids, order, axis=1)
-    out_sc = np.take_along_axis(sc, order, axis=1)
-    out_codes = np.take_along_axis(codes, order, axis=1)
-    pad = ~np.isfinite(out_sc) | (out_ids < 0)
-    out_ids[pad], out_sc[pad], out_codes[pad] = -1, -np.inf, -1
-    return FusedRanking(out_ids, out_sc, out_codes, list(mods))
-
-
-class FusionMethod(ABC):
-    """One way of putting scores of different modalities on one scale."""
-
-    name: str = ""
-
-    @abstractmethod
-    def score(self, batch: CandidateBatch) -> dict[str, np.ndarray]:
-        """Comparable scores ``[Q, k]`` for each modality's list."""
-
-    def fuse(self, batch: CandidateBatch, k: int | None = None) -> FusedRanking:
-        return merge_scored(batch, self.score(batch), k)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(name={self.name!r})"
+DEFAULT_METHOD = "background-z"
 
 
 class RawFusion(FusionMethod):
     """Plain cosine merge: what LangChain/Chroma do; the modality gap decides the ranking."""
+
+    summary = "plain cosine merge (what LangChain and Chroma do); the modality gap decides"
+    unit = "cosine"
 
     name = "raw"
 
@@ -147,6 +44,11 @@ class RawFusion(FusionMethod):
 
 class StandardizeFusion(FusionMethod):
     """The paper's method: ``z = (s - mu_m) / sigma_m`` with statistics fitted beforehand."""
+
+    summary = "the paper's method: (s - mu_m) / sigma_m of the pseudo-positive scores"
+    unit = "z over the pseudo-positives"
+
+    needs_standardizer = True
 
     def __init__(self, standardizer: ModalityStandardizer, name: str = "standardize"):
         if not standardizer.is_fitted:
@@ -161,8 +63,24 @@ class StandardizeFusion(FusionMethod):
         }
 
 
+class GoldStandardizeFusion(StandardizeFusion):
+    """:class:`StandardizeFusion` with statistics of labelled pairs: the evaluation's upper bound."""
+
+    summary = "standardize with statistics of labelled pairs (evaluation only)"
+    unit = "z over the labelled positives"
+
+    needs_standardizer = False
+    needs_gold_standardizer = True
+
+    def __init__(self, standardizer: ModalityStandardizer, name: str = "standardize-gold"):
+        super().__init__(standardizer, name)
+
+
 class ZScorePerQueryFusion(FusionMethod):
     """Each list z-scored by its own scores (per query). A list with no spread gets std 1."""
+
+    summary = "each modality's list z-scored by its own mean and std, per query"
+    unit = "z within the list"
 
     name = "zscore-per-query"
 
@@ -182,6 +100,9 @@ class ZScorePerQueryFusion(FusionMethod):
 class MinMaxFusion(FusionMethod):
     """Min-max per list (per query) into [0, 1]; a list with no spread scores 1."""
 
+    summary = "each modality's list scaled to [0, 1], per query"
+    unit = "0-1 within the list"
+
     name = "minmax"
 
     def score(self, batch):
@@ -200,6 +121,9 @@ class MinMaxFusion(FusionMethod):
 
 class RRFFusion(FusionMethod):
     """Reciprocal rank fusion: ``1 / (k + rank)`` with rank 1-based within each modality's list."""
+
+    summary = "reciprocal rank fusion: 1 / (60 + rank within the modality)"
+    unit = "1 / (60 + rank)"
 
     name = "rrf"
 
@@ -226,7 +150,12 @@ class CenterFusion(FusionMethod):
     ``batch.query_embeddings`` and ``batch.candidate_embeddings``.
     """
 
+    summary = "GR-CLIP: subtract each modality's mean embedding, then cosine"
+    unit = "cosine after centering"
+
     name = "center"
+    needs_center_means = True
+    needs_candidate_embeddings = True
 
     def __init__(self, means: Mapping[str, np.ndarray]):
         if not means:
@@ -277,38 +206,106 @@ class CenterFusion(FusionMethod):
         return out
 
 
+METHODS: dict[str, type[FusionMethod]] = {
+    "raw": RawFusion,
+    "standardize": StandardizeFusion,
+    "standardize-gold": GoldStandardizeFusion,
+    "zscore-per-query": ZScorePerQueryFusion,
+    "minmax": MinMaxFusion,
+    "rrf": RRFFusion,
+    "center": CenterFusion,
+    "background-z": BackgroundZFusion,
+}
+
+
+def method_help() -> str:
+    """One line per fusion method (name, what it does), the default marked; for ``--help``."""
+    width = max(len(n) for n in METHOD_NAMES)
+    return "\n".join(f"{n:<{width}}  {METHODS[n].summary}" for n in METHOD_NAMES)
+
+
+def method_class(name: str) -> type[FusionMethod]:
+    """The class of the fusion method called ``name``, to read what it needs before building it.
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`METHOD_NAMES`.
+
+    Returns
+    -------
+    type
+        A :class:`FusionMethod` subclass; its ``needs_*`` attributes say what it needs.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name, listing the known ones.
+    """
+    cls = METHODS.get(name) if isinstance(name, str) else None
+    if cls is None:
+        raise ValueError(f"unknown fusion method {name!r}; choose from {', '.join(METHOD_NAMES)}")
+    return cls
+
+
 def make_method(
     name: str,
     *,
     standardizer: ModalityStandardizer | None = None,
     gold_standardizer: ModalityStandardizer | None = None,
     center_means: Mapping[str, np.ndarray] | None = None,
+    background_scale: BackgroundScale | None = None,
+    corpus_sizes: Mapping[str, int] | None = None,
     rrf_k: int = 60,
 ) -> FusionMethod:
-    """Build a fusion method by its CLI name, with what it needs."""
-    if name == "raw":
-        return RawFusion()
-    if name == "standardize":
-        if standardizer is None:
-            raise ValueError(
-                "standardize needs fitted pseudo-positive statistics (calibrate first)"
-            )
-        return StandardizeFusion(standardizer, "standardize")
-    if name == "standardize-gold":
-        if gold_standardizer is None:
-            raise ValueError("standardize-gold needs statistics fitted from labelled pairs (qrels)")
-        return StandardizeFusion(gold_standardizer, "standardize-gold")
-    if name == "zscore-per-query":
-        return ZScorePerQueryFusion()
-    if name == "minmax":
-        return MinMaxFusion()
-    if name == "rrf":
+    """Build a fusion method by its CLI name, with what it needs.
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`METHOD_NAMES`.
+    standardizer : ModalityStandardizer, optional
+        Pseudo-positive statistics, for methods with ``needs_standardizer``.
+    gold_standardizer : ModalityStandardizer, optional
+        Statistics of labelled pairs, for methods with ``needs_gold_standardizer``.
+    center_means : mapping of str to numpy.ndarray, optional
+        Mean embedding per modality, for methods with ``needs_center_means``.
+    background_scale : BackgroundScale, optional
+        Background scales fitted by calibration, for methods with ``needs_background_scale``.
+    corpus_sizes : mapping of str to int, optional
+        Current items per modality (``background-z`` reads its background against them).
+    rrf_k : int, default 60
+        The constant of reciprocal rank fusion.
+
+    Returns
+    -------
+    FusionMethod
+
+    Raises
+    ------
+    ValueError
+        For an unknown name, or when what the method needs is not given.
+    """
+    cls = method_class(name)
+    if cls.needs_standardizer and standardizer is None:
+        raise ValueError(f"{name} needs fitted pseudo-positive statistics (calibrate first)")
+    if cls.needs_gold_standardizer and gold_standardizer is None:
+        raise ValueError(f"{name} needs statistics fitted from labelled pairs (qrels)")
+    if cls.needs_center_means and center_means is None:
+        raise ValueError(f"{name} needs per-modality mean embeddings")
+    if cls.needs_background_scale and background_scale is None:
+        raise ValueError(f"{name} needs background scales fitted by calibration (calibrate first)")
+    if cls is StandardizeFusion:
+        return StandardizeFusion(standardizer, name)
+    if cls is GoldStandardizeFusion:
+        return GoldStandardizeFusion(gold_standardizer, name)
+    if cls is RRFFusion:
         return RRFFusion(rrf_k)
-    if name == "center":
-        if center_means is None:
-            raise ValueError("center needs per-modality mean embeddings")
+    if cls is CenterFusion:
         return CenterFusion(center_means)
-    raise ValueError(f"unknown fusion method {name!r}; choose from {', '.join(METHOD_NAMES)}")
+    if cls is BackgroundZFusion:
+        return BackgroundZFusion(background_scale, corpus_sizes)
+    return cls()
 
 
 def parse_methods(spec: str | None) -> list[str]:

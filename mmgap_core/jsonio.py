@@ -10,6 +10,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()  # read once at import: os.umask is process-wide and not thread-safe
+
 __all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "json_safe", "write_json"]
 
 
@@ -50,6 +58,12 @@ def atomic_write(path, write: Callable[[IO[bytes]], None]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp makes 0600 files; keep the mode a plain open() would give (or the old file's).
+        try:
+            mode = path.stat().st_mode & 0o777
+        except FileNotFoundError:
+            mode = 0o666 & ~_UMASK
+        os.chmod(tmp, mode)
         with os.fdopen(fd, "wb") as fh:
             write(fh)
         os.replace(tmp, path)

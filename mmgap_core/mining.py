@@ -351,3 +351,80 @@ def gold_pair_scores(
     cn = l2_normalise(cand[p[:, 1]], "candidates")
     scores = np.einsum("ij,ij->i", qn[q_pos], cn)
     return scores.astype(np.float64), labels[p[:, 1]]
+
+
+def context_candidates(
+    queries,
+    corpus,
+    labels,
+    pools,
+    modalities=("text", "image"),
+    *,
+    max_block_bytes: int = DEFAULT_BLOCK_BYTES,
+) -> ModalityTopK:
+    """Rank each query's own candidate pool per modality: cosine scores, best first.
+
+    Parameters
+    ----------
+    queries : array_like, shape (Q, d)
+        Query embeddings.
+    corpus : array_like, shape (N, d)
+        Candidate embeddings.
+    labels : array_like of str, shape (N,)
+        Modality of each corpus row.
+    pools : sequence of sequence of int
+        ``pools[q]`` lists the corpus rows query ``q`` may retrieve (its context pool).
+    modalities : sequence of str, default ("text", "image")
+        The modalities to rank, in output order.
+    max_block_bytes : int
+        Passed to :func:`topk_per_modality`.
+
+    Returns
+    -------
+    ModalityTopK
+        Lists padded with -1 / -inf to the longest pool of any modality.
+
+    Raises
+    ------
+    ValueError
+        Not one pool per query, or bad embeddings (see :func:`topk_per_modality`).
+
+    Notes
+    -----
+    Each pool is ranked by :func:`topk_per_modality` over its own rows (sorted), so scores and the
+    tie rule (the lower corpus row first) are the ones every other search here uses.
+    """
+    cand = as_embeddings(corpus, "corpus", allow_empty=True, finite=False)
+    q = as_embeddings(queries, "queries", dim=cand.shape[1], allow_empty=True, finite=False)
+    labels = as_labels(labels, "labels", cand.shape[0])
+    n_q = q.shape[0]
+    if len(pools) != n_q:
+        raise ValueError(f"pools: expected one pool per query ({n_q}), got {len(pools)}")
+    modalities = [str(m) for m in modalities]
+    rows = [np.sort(np.asarray(p, dtype=np.int64).reshape(-1)) for p in pools]
+    for r in rows:
+        if r.size and (r[0] < 0 or r[-1] >= cand.shape[0]):
+            raise ValueError(f"pools: corpus rows must be in [0, {cand.shape[0] - 1}]")
+    width = max([1] + [int((labels[r] == m).sum()) for r in rows for m in modalities])
+    indices = np.full((n_q, len(modalities), width), -1, dtype=np.int64)
+    scores = np.full((n_q, len(modalities), width), -np.inf, dtype=np.float32)
+    for qi, r in enumerate(rows):
+        lab = labels[r]
+        present = [m for m in modalities if (lab == m).any()]
+        if not present:
+            continue
+        top = topk_per_modality(
+            q[qi : qi + 1],
+            cand[r],
+            lab,
+            width,
+            modalities=present,
+            max_block_bytes=max_block_bytes,
+        )
+        for jj, m in enumerate(present):
+            j = modalities.index(m)
+            found = top.indices[0, jj]
+            n = int((found >= 0).sum())  # filled entries come first
+            indices[qi, j, :n] = r[found[:n]]
+            scores[qi, j, :n] = top.scores[0, jj, :n]
+    return ModalityTopK(modalities, indices, scores)

@@ -25,6 +25,15 @@ modality. Background items get a text, an image or both; hard distractors are it
 is a perturbation of a target's latent (cosine ``distractor_closeness``), mostly stored in the
 target's modality.
 
+Multimodal documents (profile ``clip-like-multimodal``): with ``multimodal_share > 0`` or
+``multimodal_background_share > 0`` the corpus gets a third kind, "multimodal": an item's text and
+image embeddings (drawn as above) mixed as ``normalise(alpha * t + (1 - alpha) * v)``, the way
+GR-CLIP's MixBench builds an image+text document. A ``multimodal_share`` of the query targets
+(taken from both of the other kinds) has its relevant row there, and a
+``multimodal_background_share`` of the background items is stored only as such a document. A
+hard distractor follows its target's kind (a flipped multimodal one is stored as text). With both
+shares 0 (every other profile) no extra random number is drawn: those profiles stay bit-identical.
+
 Use :func:`simulate` with a name from :data:`PROFILES` (see :func:`profile_table`) or with a
 :class:`SimulatorProfile`; :meth:`SimulatedData.write` writes the files ``mmgap eval`` reads.
 """
@@ -40,6 +49,7 @@ from pathlib import Path
 import numpy as np
 
 MODALITIES = ("text", "image")
+KINDS = ("text", "image", "multimodal")  # corpus kinds; queries are one of MODALITIES
 
 
 def _is_number(value) -> bool:
@@ -90,6 +100,11 @@ class SimulatorProfile:
     distractor_closeness: float = 0.6
     # Share of hard distractors stored in the other modality than their target's relevant row.
     distractor_cross_share: float = 0.0
+    # Multimodal documents (a third corpus kind): share of query targets whose relevant row is
+    # one, share of background items stored as one, and the text's weight in their mixing.
+    multimodal_share: float = 0.0
+    multimodal_background_share: float = 0.0
+    alpha: float = 0.5
 
     def __post_init__(self):
         problems = []
@@ -133,6 +148,9 @@ class SimulatorProfile:
             "query_content_spread",
             "aniso_overlap",
             "distractor_cross_share",
+            "multimodal_share",
+            "multimodal_background_share",
+            "alpha",
         ):
             value = getattr(self, field)
             if not (_is_number(value) and 0.0 <= value <= 1.0):
@@ -158,6 +176,11 @@ class SimulatorProfile:
                 problems.append(f"{field} must be a finite number >= 0, got {value!r}")
         if problems:
             raise ValueError(f"invalid simulator profile {self.name!r}: " + "; ".join(problems))
+
+    @property
+    def has_multimodal(self) -> bool:
+        """True when the corpus holds multimodal documents (a third kind)."""
+        return self.multimodal_share > 0 or self.multimodal_background_share > 0
 
     def gap(self, modality: str) -> float:
         return self.gap_text if modality == "text" else self.gap_image
@@ -214,6 +237,15 @@ PROFILES: dict[str, SimulatorProfile] = {
             distractor_cross_share=0.25,
             both_share=0.3,
         ),
+        dataclasses.replace(
+            _CLIP_LIKE,
+            name="clip-like-multimodal",
+            description="clip-like plus multimodal documents (text+image mixed, alpha 0.5): a "
+            "third of the relevant items each text, image, multimodal",
+            seed=20250105,
+            multimodal_share=1 / 3,
+            multimodal_background_share=1 / 3,
+        ),
     )
 }
 
@@ -255,7 +287,8 @@ class SimulatedData:
         relevant = np.zeros(scores.shape, dtype=bool)
         relevant[self.qrels[:, 0], self.qrels[:, 1]] = True
         out: dict[str, float] = {}
-        for m in MODALITIES:
+        kinds = [k for k in KINDS if k in MODALITIES or (self.modalities == k).any()]
+        for m in kinds:
             cols = self.modalities == m
             rand = scores[:, cols][~relevant[:, cols]]
             out[f"query_vs_random_{m}"] = float(rand.mean()) if rand.size else float("nan")
@@ -378,6 +411,8 @@ def simulate(profile: str | SimulatorProfile = DEFAULT_PROFILE) -> SimulatedData
     n_cross = round(p.cross_modal_share * n_q)
     target_mod = np.full(n_q, qm, dtype=object)
     target_mod[rng.permutation(n_q)[:n_cross]] = other
+    if p.has_multimodal:  # drawn only here, so two-kind profiles keep their random stream
+        target_mod[rng.permutation(n_q)[: round(p.multimodal_share * n_q)]] = "multimodal"
     n_dis = p.n_hard_distractors
     dis_items = n_q + np.arange(n_q * n_dis)
     dis_target = np.repeat(np.arange(n_q), n_dis)
@@ -396,19 +431,22 @@ def simulate(profile: str | SimulatorProfile = DEFAULT_PROFILE) -> SimulatedData
     u = rng.random(bg.size)
     bg_both = u < p.both_share
     bg_text_only = ~bg_both & (rng.random(bg.size) < 0.5)
+    bg_multi = np.zeros(bg.size, dtype=bool)
+    if p.has_multimodal:
+        bg_multi = rng.random(bg.size) < p.multimodal_background_share
     items_of = {
         "text": np.concatenate(
             [
                 np.flatnonzero(target_mod == "text"),
                 dis_items[dis_mod == "text"],
-                bg[bg_both | bg_text_only],
+                bg[(bg_both | bg_text_only) & ~bg_multi],
             ]
         ),
         "image": np.concatenate(
             [
                 np.flatnonzero(target_mod == "image"),
                 dis_items[dis_mod == "image"],
-                bg[bg_both | ~bg_text_only],
+                bg[(bg_both | ~bg_text_only) & ~bg_multi],
             ]
         ),
     }
@@ -417,6 +455,19 @@ def simulate(profile: str | SimulatorProfile = DEFAULT_PROFILE) -> SimulatedData
         idx = items_of[m]
         rows.append(world.embed(m, latent[idx], p.content(m), p.noise(m), rng))
         labels.append(np.full(idx.size, m, dtype=object))
+        items.append(idx)
+    if p.has_multimodal:
+        idx = np.concatenate(
+            [
+                np.flatnonzero(target_mod == "multimodal"),
+                dis_items[dis_mod == "multimodal"],
+                bg[bg_multi],
+            ]
+        )
+        t = world.embed("text", latent[idx], p.content("text"), p.noise("text"), rng)
+        v = world.embed("image", latent[idx], p.content("image"), p.noise("image"), rng)
+        rows.append(_unit_rows(p.alpha * t + (1.0 - p.alpha) * v))
+        labels.append(np.full(idx.size, "multimodal", dtype=object))
         items.append(idx)
     corpus = np.concatenate(rows)
     modalities = np.concatenate(labels)
@@ -462,9 +513,24 @@ class SimulatedEncoder:
     """
 
     def __init__(self, profile: str | SimulatorProfile = DEFAULT_PROFILE):
-        self.data = simulate(profile)
+        self._profile = _resolve(profile)
+        self.data = simulate(self._profile)
         self.model_id = f"simulator:{self.data.profile}"
         self.dim = int(self.data.corpus.shape[1])
+
+    def spec(self) -> dict:
+        """How to rebuild this encoder later, as recorded in a store's manifest.
+
+        Returns
+        -------
+        dict
+            ``{"kind": "simulated", "profile": NAME}`` for a profile of :data:`PROFILES`, else
+            ``{"kind": "simulated", "profile": {...}}`` with every :class:`SimulatorProfile` field,
+            so ``SimulatedEncoder(SimulatorProfile(**spec["profile"]))`` rebuilds it.
+        """
+        if PROFILES.get(self._profile.name) == self._profile:
+            return {"kind": "simulated", "profile": self._profile.name}
+        return {"kind": "simulated", "profile": dataclasses.asdict(self._profile)}
 
     def corpus(self) -> tuple[list[str], list[bytes]]:
         """(texts, images) that make up the simulated corpus, in the forms this encoder reads."""

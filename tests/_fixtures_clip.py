@@ -28,6 +28,8 @@ __all__ = [
     "TINY_MODEL_NAME",
     "TinyClip",
     "bad_images",
+    "isolated_weights_hash_cache",
+    "make_local_dir",
     "make_tiny_checkpoint",
     "sample_images",
     "tiny_clip",
@@ -57,6 +59,34 @@ def make_tiny_checkpoint(config_path: Path, checkpoint_path: Path, seed: int) ->
         model = open_clip.create_model(config_path.stem, pretrained=None, device="cpu")
     torch.save(model.state_dict(), checkpoint_path)
     return checkpoint_path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_weights_hash_cache(tmp_path_factory):
+    """Keep the checkpoint-hash cache of :mod:`mmgap_core.encoders.model_ids` out of the user's home."""
+    from mmgap_core.encoders import model_ids
+
+    folder = tmp_path_factory.mktemp("mmgap_user_cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(model_ids, "user_cache_dir", lambda: folder)
+        yield folder
+
+
+def make_local_dir(
+    folder: Path, tiny: TinyClip, weights_name: str = "open_clip_pytorch_model.bin"
+) -> Path:
+    """An open_clip ``local-dir:`` folder: ``open_clip_config.json`` + the tiny checkpoint.
+
+    open_clip reads ``{"model_cfg": ..., "preprocess_cfg": ...}`` from the config file and loads the
+    weights file it prefers in the folder (``*.safetensors``, ``*.bin``, ``*.pth``).
+    """
+    import shutil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {"model_cfg": TINY_CONFIG, "preprocess_cfg": {}}
+    (folder / "open_clip_config.json").write_text(json.dumps(config), encoding="utf-8")
+    shutil.copy(tiny.checkpoint_path, folder / weights_name)
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -5,8 +5,12 @@ MMQA stand-ins use REAL question and image-metadata records from the shared MMQA
 not available offline, so passages are generated and images are tiny PIL images. Tests that need
 the shared files are skipped with a clear reason when they are absent.
 
+MixBench stand-ins follow the documented layout (``ROOT/SUBSET/{query,corpus,qrel,mixed_corpus}``
+as ``.jsonl`` or ``.parquet``, ``ROOT/SUBSET/images/``) with every hub field on every record.
+
 Public fixtures: ``mmqa_standin`` / ``mmqa_root``, ``mmqa_full_dev_root``, ``webqa_standin`` /
-``webqa_root``. Helpers ``write_jsonl_gz``, ``write_webqa`` and ``tiny_image_bytes`` build variants.
+``webqa_root``, ``mixbench_root``. Helpers ``write_jsonl_gz``, ``write_webqa``,
+``mixbench_records``, ``write_mixbench`` and ``tiny_image_bytes`` build variants.
 """
 
 from __future__ import annotations
@@ -23,9 +27,12 @@ from pathlib import Path
 import pytest
 
 __all__ = [
+    "MIXBENCH_SUBSET",
     "SHARED_DATA_ENV",
     "MMQAStandIn",
     "WebQAStandIn",
+    "mixbench_records",
+    "mixbench_root",
     "mmqa_full_dev_root",
     "mmqa_real_records",
     "mmqa_root",
@@ -36,6 +43,7 @@ __all__ = [
     "webqa_root",
     "webqa_standin",
     "write_jsonl_gz",
+    "write_mixbench",
     "write_webqa",
 ]
 
@@ -453,3 +461,89 @@ def webqa_standin(tmp_path_factory) -> WebQAStandIn:
 def webqa_root(webqa_standin) -> Path:
     """Path of the WebQA stand-in folder (see ``webqa_standin``)."""
     return webqa_standin.root
+
+
+# ---------------------------------------------------------------------------------- MixBench
+
+MIXBENCH_SUBSET = "MSCOCO"
+_HUB_FIELDS = ("query_id", "corpus_id", "text", "image", "score")
+
+
+def _hub(**fields) -> dict:
+    """A record with all five hub fields (the ones a split does not use are None)."""
+    return {**dict.fromkeys(_HUB_FIELDS), **fields}
+
+
+def mixbench_records(n: int = 12, *, mixed: bool = False) -> dict[str, list[dict]]:
+    """MixBench-shaped records: ``n`` queries, each relevant to one corpus item (score 1).
+
+    Corpus item ``c{i}`` has the text ``thing number {i} ...`` and the image ``img/{i:03d}.png``;
+    query ``q{i}`` is ``a photo of thing number {i}``. With ``mixed``, a ``mixed_corpus`` split
+    gives item ``i`` only its text (``i % 3 == 0``), only its image (1) or both (2).
+    """
+    out = {
+        "query": [_hub(query_id=f"q{i}", text=f"a photo of thing number {i}") for i in range(n)],
+        "corpus": [
+            _hub(corpus_id=f"c{i}", text=f"thing number {i} on a table", image=f"img/{i:03d}.png")
+            for i in range(n)
+        ],
+        "qrel": [_hub(query_id=f"q{i}", corpus_id=f"c{i}", score=1) for i in range(n)],
+    }
+    if mixed:
+        out["mixed_corpus"] = [
+            dict(
+                r, text=None if i % 3 == 1 else r["text"], image=None if i % 3 == 0 else r["image"]
+            )
+            for i, r in enumerate(out["corpus"])
+        ]
+    return out
+
+
+def write_mixbench(
+    root: Path,
+    records: dict[str, list[dict]],
+    *,
+    subset: str = MIXBENCH_SUBSET,
+    fmt: str = "jsonl",
+    extra_lines: dict[str, list[str]] | None = None,
+    skip_images: tuple[str, ...] = (),
+) -> Path:
+    """Write a MixBench subset in the documented layout; return ``root``.
+
+    Each split in ``records`` becomes ``root/SUBSET/SPLIT.jsonl`` (then ``extra_lines[SPLIT]``
+    raw) or, with ``fmt="parquet"``, ``SPLIT.parquet``. Every safe relative ``image`` of
+    ``corpus`` / ``mixed_corpus`` gets a tiny PNG under ``images/``, except ``skip_images``.
+    """
+    folder = root / subset
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    for split, rows in records.items():
+        if fmt == "parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            pq.write_table(pa.Table.from_pylist(rows), folder / f"{split}.parquet")
+            continue
+        with (folder / f"{split}.jsonl").open("w", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write(json.dumps(row) + "\n")
+            for line in (extra_lines or {}).get(split, ()):
+                fh.write(line + "\n")
+    names = {
+        r["image"]
+        for split in ("corpus", "mixed_corpus")
+        for r in records.get(split, ())
+        if isinstance(r.get("image"), str)
+    }
+    for name in sorted(names - set(skip_images)):
+        if name.startswith(("/", "..")) or "\x00" in name:
+            continue
+        path = folder / "images" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(tiny_image_bytes(name))
+    return root
+
+
+@pytest.fixture(scope="session")
+def mixbench_root(tmp_path_factory) -> Path:
+    """A 12-item MixBench MSCOCO stand-in (jsonl, no ``mixed_corpus``): root of ``MSCOCO/``."""
+    return write_mixbench(tmp_path_factory.mktemp("mixbench"), mixbench_records())

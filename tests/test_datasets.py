@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
 import io
 import shutil
@@ -227,6 +228,107 @@ def test_classify_question():
     assert classify_question("TextQ", set())[1] == "question has no supporting_context"
 
 
+# ----------------------------------------------------------- MMQA: paths stay in the image folder
+
+OUTSIDE = "image path outside the image folder"
+INVALID = "image path invalid (empty, NUL byte or symlink loop)"
+
+
+def _mmqa_with_paths(standin, dst: Path, paths: dict) -> Path:
+    """A full copy of the stand-in (image folder included) with new ``path``s for some images."""
+    shutil.copytree(standin.root, dst)
+    records = [{**r, "path": paths.get(i, r["path"])} for i, r in standin.image_records.items()]
+    write_jsonl_gz(dst / "MMQA_images.jsonl.gz", records)
+    return dst
+
+
+def _distractor_images(standin, n: int) -> list[str]:
+    """Existing images that are no question's gold: moving them keeps every question."""
+    gold = {
+        g for r in standin.records.values() for g in (s["doc_id"] for s in r["supporting_context"])
+    }
+    ids = [i for i in standin.image_records if i not in gold and i != standin.missing_image_id]
+    assert len(ids) >= n
+    return ids[:n]
+
+
+def _assert_confined(data, image_dir: Path) -> None:
+    base = image_dir.resolve()
+    for ref in data.images.values():
+        assert ref.path.resolve().is_relative_to(base), ref.path
+
+
+@pytest.mark.parametrize("pool", ["context", "global"])
+def test_mmqa_paths_leaving_the_image_folder_are_skipped(mmqa_standin, tmp_path, pool, caplog):
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(tiny_image_bytes("secret"))  # a real image, readable, outside the root
+    a, b, c, d = _distractor_images(mmqa_standin, 4)
+    d_name = mmqa_standin.image_records[d]["path"]
+    root = _mmqa_with_paths(
+        mmqa_standin,
+        tmp_path / "root",
+        {
+            a: "../../secret.png",  # climbs out of the image folder and the root
+            b: str(secret),  # absolute
+            c: "../MMQA_dev.jsonl.gz",  # inside the root, outside the image folder
+            d: f"sub/../{d_name}",  # normalises to a file inside: fine
+        },
+    )
+    (root / "final_dataset_images" / "sub").mkdir()
+    with caplog.at_level("WARNING", logger="mmgap_core.datasets.mmqa"):
+        data = load_mmqa(root, pool=pool)
+    assert data.skipped[OUTSIDE] == 3
+    assert a not in data.images and b not in data.images and c not in data.images
+    assert d in data.images
+    _assert_confined(data, root / "final_dataset_images")
+    assert f"3  {OUTSIDE}" in data.summary()
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("'../../secret.png'" in m and "outside" in m for m in messages)
+    assert len(data.queries) == len(load_mmqa(mmqa_standin.root, pool=pool).queries)
+
+
+def test_mmqa_symlinks_leaving_the_image_folder_are_skipped(mmqa_standin, tmp_path):
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(tiny_image_bytes("secret"))
+    outside_dir = tmp_path / "elsewhere"
+    outside_dir.mkdir()
+    (outside_dir / "x.png").write_bytes(tiny_image_bytes("x"))
+    a, b, c, d, e, f = _distractor_images(mmqa_standin, 6)
+    inside_target = mmqa_standin.image_records[d]["path"]
+    root = _mmqa_with_paths(
+        mmqa_standin,
+        tmp_path / "root",
+        {
+            a: "link_out.png",  # a link inside the folder to a file outside it
+            b: "ext/x.png",  # through a linked sub-folder that leads outside
+            c: "loop.png",  # a symlink loop
+            d: "link_in.png",  # a link to another image inside the folder: fine
+            e: "",  # the folder itself
+            f: "a\x00b.png",  # a NUL byte
+        },
+    )
+    image_dir = root / "final_dataset_images"
+    (image_dir / "link_out.png").symlink_to(secret)
+    (image_dir / "ext").symlink_to(outside_dir, target_is_directory=True)
+    (image_dir / "loop.png").symlink_to(image_dir / "loop.png")
+    (image_dir / "link_in.png").symlink_to(image_dir / inside_target)
+    data = load_mmqa(root, pool="global")
+    assert data.skipped[OUTSIDE] == 2
+    assert data.skipped[INVALID] == 3
+    assert not {a, b, c, e, f} & set(data.images)
+    assert data.images[d].path == image_dir / "link_in.png"
+    _assert_confined(data, image_dir)
+
+
+def test_mmqa_linked_image_folder_is_the_users_choice(mmqa_standin, tmp_path):
+    """The image folder itself may be a link (e.g. to another disk): its files are inside it."""
+    root = _copy_root(mmqa_standin.root, tmp_path / "linked")
+    assert (root / "final_dataset_images").is_symlink()
+    data = load_mmqa(root, pool="global")
+    assert OUTSIDE not in data.skipped
+    assert set(data.images) == set(load_mmqa(mmqa_standin.root, pool="global").images)
+
+
 # ----------------------------------------------------------------------------------- WebQA
 
 
@@ -345,6 +447,41 @@ def test_webqa_missing_modality_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="has no image questions") as info:
         load_webqa(root)
     assert "image not in imgs.tsv" in str(info.value)
+
+
+def test_webqa_image_ids_are_never_paths(tmp_path, monkeypatch):
+    """Image ids are looked up in imgs.tsv, never joined to a path: a path-like id is absent."""
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"30000000\t" + base64.b64encode(tiny_image_bytes("s")) + b"\n")
+    odd_ids = ["../secret", "../../secret", str(secret), "/etc/passwd", "\u00b2"]  # "²" isdigit
+    records = {
+        "t": webqa_record(
+            "t",
+            "val",
+            "text q?",
+            txt_pos=[_txt_fact("s1", "one")],
+            img_neg=[_img_fact(i) for i in odd_ids] + [_img_fact(30000000)],
+        ),
+        "i": webqa_record("i", "val", "image q?", img_pos=[_img_fact(30000000)]),
+        "o": webqa_record("o", "val", "odd gold?", img_pos=[_img_fact("../secret")]),
+    }
+    root = write_webqa(tmp_path / "w", records, [30000000])
+    opened: list[Path] = []
+    real_open = Path.open
+
+    def spy(self, *args, **kwargs):
+        opened.append(self)
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", spy)
+    for pool in ("context", "global"):
+        data = load_webqa(root, pool=pool)
+        assert set(data.images) == {"30000000"}
+        assert data.skipped["image not in imgs.tsv"] == len(odd_ids)
+        assert data.skipped["gold id not in corpus"] == 1
+        assert all(ref.tsv == root / "imgs.tsv" for ref in data.images.values())
+    base = root.resolve()
+    assert opened and all(p.resolve().is_relative_to(base) for p in opened)
 
 
 # --------------------------------------------------------------------------- detect / dispatch

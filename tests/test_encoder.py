@@ -3,25 +3,26 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import threading
-import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from mmgap_core.encoders import EmbeddingSet, Encoder, WeightsUnavailableError
+from mmgap_core.encoders import EmbeddingSet, Encoder
+from mmgap_core.encoders.base import encoder_spec
 
 torch = pytest.importorskip("torch")
 open_clip = pytest.importorskip("open_clip")
 Image = pytest.importorskip("PIL.Image")
 
+from mmgap_core.encoders import batching  # noqa: E402
 from mmgap_core.encoders import open_clip as oc_backend  # noqa: E402
 from mmgap_core.encoders.open_clip import OpenClipEncoder  # noqa: E402
 
@@ -56,7 +57,7 @@ def test_loads_tiny_checkpoint_through_open_clip(tiny_encoder, tiny_clip):
     assert enc.dim == 32
     assert str(enc.device) == "cpu"
     sha = hashlib.sha256(tiny_clip.checkpoint_path.read_bytes()).hexdigest()[:12]
-    assert enc.model_id == f"open_clip:mmgap-tiny:file:tiny.pt:{sha}"
+    assert enc.model_id == f"open_clip:mmgap-tiny:file:{sha}"
     # The weights really come from the checkpoint file.
     saved = torch.load(tiny_clip.checkpoint_path, map_location="cpu", weights_only=True)
     loaded = enc._model.state_dict()
@@ -74,20 +75,47 @@ def test_model_id_tracks_checkpoint_content(tiny_clip, tiny_encoder, tmp_path):
     enc_other = OpenClipEncoder(
         tiny_clip.model_name, str(other), model_config=str(tiny_clip.config_path), device="cpu"
     )
-    # Same basename, different weights -> different identity and different vectors.
+    # Same file name, different weights -> different identity and different vectors.
     assert enc_other.model_id != tiny_encoder.model_id
-    assert enc_other.model_id.startswith("open_clip:mmgap-tiny:file:tiny.pt:")
+    assert enc_other.model_id.startswith("open_clip:mmgap-tiny:file:")
     assert not np.allclose(
         enc_other.embed_query_text("a cat"), tiny_encoder.embed_query_text("a cat"), atol=1e-3
     )
-    # Same bytes elsewhere -> same identity (content-addressed, not path-addressed).
-    copy_dir = tmp_path / "copy"
+    # Same bytes under another name, in another folder -> same identity (issue 10 #5).
+    copy_dir = tmp_path / "moved"
     copy_dir.mkdir()
-    copied = shutil.copy(tiny_clip.checkpoint_path, copy_dir / "tiny.pt")
-    enc_copy = OpenClipEncoder(
-        tiny_clip.model_name, copied, model_config=str(tiny_clip.config_path), device="cpu"
+    for name in ("tiny.pt", "renamed-weights.bin"):
+        copied = shutil.copy(tiny_clip.checkpoint_path, copy_dir / name)
+        enc_copy = OpenClipEncoder(
+            tiny_clip.model_name, copied, model_config=str(tiny_clip.config_path), device="cpu"
+        )
+        assert enc_copy.model_id == tiny_encoder.model_id
+        assert enc_copy.spec()["pretrained"] == name
+
+
+def test_spec_records_no_absolute_paths_and_rebuilds_the_encoder(tiny_clip, tiny_encoder):
+    spec = tiny_encoder.spec()
+    sha = hashlib.sha256(tiny_clip.checkpoint_path.read_bytes()).hexdigest()
+    assert spec == {
+        "kind": "open_clip",
+        "model_name": "mmgap-tiny",
+        "pretrained": "tiny.pt",
+        "model_config": "mmgap-tiny.json",
+        "weights_sha256": sha,
+    }
+    assert json.loads(json.dumps(spec)) == spec
+    assert not any(os.sep in v for v in spec.values() if isinstance(v, str))
+    # The user names the local files again; the content hash tells them apart.
+    folder = tiny_clip.checkpoint_path.parent
+    rebuilt = OpenClipEncoder(
+        spec["model_name"],
+        str(folder / spec["pretrained"]),
+        model_config=str(folder / spec["model_config"]),
+        device="cpu",
     )
-    assert enc_copy.model_id == tiny_encoder.model_id
+    assert rebuilt.model_id == tiny_encoder.model_id
+    assert rebuilt.spec() == spec
+    assert encoder_spec(tiny_encoder) == spec
 
 
 def test_random_init_is_labelled_random(tiny_clip):
@@ -96,6 +124,19 @@ def test_random_init_is_labelled_random(tiny_clip):
     )
     assert enc.model_id.startswith("open_clip:mmgap-tiny:random:")
     assert enc.dim == 32
+    assert enc.spec()["pretrained"] is None and enc.spec()["weights_sha256"] is None
+
+
+def test_a_file_that_is_not_a_checkpoint_is_one_value_error(tiny_clip, tmp_path):
+    junk = tmp_path / "notes.pt"
+    junk.write_text("not a checkpoint\n", encoding="utf-8")
+    with pytest.raises(
+        ValueError, match=r"pretrained: cannot load '.*notes.pt' as open_clip"
+    ) as info:
+        OpenClipEncoder(
+            tiny_clip.model_name, str(junk), model_config=str(tiny_clip.config_path), device="cpu"
+        )
+    assert "\n" not in str(info.value)
 
 
 def test_unknown_model_name_is_value_error():
@@ -131,58 +172,6 @@ def test_bad_options_are_value_errors(tiny_clip):
         OpenClipEncoder(tiny_clip.model_name, None, num_workers=-1, **kwargs)
 
 
-@pytest.mark.parametrize("env_var", ["HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"])
-def test_offline_without_cache_raises_quickly_and_stays_offline(
-    env_var, monkeypatch, tmp_path, no_network
-):
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
-    monkeypatch.setenv(env_var, "1")
-    start = time.perf_counter()
-    with pytest.raises(WeightsUnavailableError, match="ViT-B-32:laion2b_s34b_b79k") as info:
-        OpenClipEncoder("ViT-B-32", "laion2b_s34b_b79k", device="cpu", cache_dir=tmp_path)
-    assert time.perf_counter() - start < 5.0
-    assert "offline" in str(info.value) and "not in the local cache" in str(info.value)
-    assert isinstance(info.value, RuntimeError)
-    assert no_network == []
-
-
-def test_offline_resolves_weights_from_the_local_hf_cache(monkeypatch, tmp_path, no_network):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    repo = tmp_path / "models--laion--CLIP-ViT-B-32-laion2B-s34B-b79K"
-    snapshot = repo / "snapshots" / "0123abcd"
-    snapshot.mkdir(parents=True)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text("0123abcd")
-    weights = snapshot / "open_clip_model.safetensors"
-    weights.write_bytes(b"not real weights")
-    found = oc_backend._resolve_tag_weights("ViT-B-32", "laion2b_s34b_b79k", str(tmp_path))
-    assert Path(found) == weights
-    assert no_network == []
-
-
-def test_offline_lookup_of_plain_url_weights(tmp_path):
-    cfg = {"url": "https://example.invalid/models/RN50.pt", "hf_hub": ""}
-    path, looked = oc_backend._find_cached_weights(cfg, str(tmp_path))
-    assert path is None and str(tmp_path / "RN50.pt") in looked
-    (tmp_path / "RN50.pt").write_bytes(b"cached")
-    assert oc_backend._find_cached_weights(cfg, str(tmp_path))[0] == str(tmp_path / "RN50.pt")
-
-
-def test_failed_download_is_weights_unavailable(monkeypatch, tmp_path, no_network):
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
-    monkeypatch.setattr(oc_backend, "offline_mode", lambda: False)
-
-    def failing_download(cfg, **kwargs):
-        raise OSError("Temporary failure in name resolution")
-
-    monkeypatch.setattr(oc_backend.oc_pretrained, "download_pretrained", failing_download)
-    with pytest.raises(WeightsUnavailableError, match="could not be downloaded.*name resolution"):
-        OpenClipEncoder("ViT-B-32", "laion2b_s34b_b79k", device="cpu", cache_dir=tmp_path)
-    assert no_network == []
-
-
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 def test_low_precision_stays_close_to_fp32(tiny_clip, tiny_encoder, sample_images, precision):
     low = OpenClipEncoder(
@@ -211,6 +200,19 @@ def test_device_auto_selection(monkeypatch):
     assert oc_backend._select_device("cpu") == torch.device("cpu")
     with pytest.raises(ValueError, match="device"):
         oc_backend._select_device("not-a-device")
+
+
+def test_missing_clip_extra_names_the_extra():
+    code = (
+        "import sys; sys.modules['open_clip'] = None\n"
+        "try:\n"
+        "    from mmgap_core.encoders import OpenClipEncoder\n"
+        "except ImportError as exc:\n"
+        "    assert 'mmgap[clip]' in str(exc), exc\n"
+        "else:\n"
+        "    raise SystemExit('imported without open_clip')\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
 def test_package_import_does_not_load_torch():
@@ -388,15 +390,15 @@ def test_decoding_is_pipelined_with_the_forward_pass(tiny_clip, sample_images, m
     items = list(sample_images[:4])
     second_batch_decoding = threading.Event()
     decode_threads: set[str] = set()
-    real_prepare = oc_backend._prepare_image
+    real_prepare = batching.prepare_image
 
-    def prepare(item, preprocess):
+    def prepare(item, preprocess, limits):
         decode_threads.add(threading.current_thread().name)
         if item in items[2:]:
             second_batch_decoding.set()
-        return real_prepare(item, preprocess)
+        return real_prepare(item, preprocess, limits)
 
-    monkeypatch.setattr(oc_backend, "_prepare_image", prepare)
+    monkeypatch.setattr(batching, "prepare_image", prepare)
     real_encode_image = enc._model.encode_image
     overlapped: list[bool] = []
 
@@ -442,6 +444,12 @@ class HashingFakeEncoder:
         keys = [os.fsencode(p) for p in images]
         return EmbeddingSet(self._rows(keys), self.model_id, "image", np.arange(len(keys)))
 
+    def embed_query_text(self, text):
+        return self.embed_texts([text], strict=True).vectors[0]
+
+    def embed_query_image(self, image):
+        return self.embed_images([image]).vectors[0]
+
 
 def test_any_model_can_implement_the_encoder_protocol(tiny_encoder):
     fake = HashingFakeEncoder()
@@ -452,6 +460,7 @@ def test_any_model_can_implement_the_encoder_protocol(tiny_encoder):
     assert result.indices.tolist() == [0, 2] and result.failures == {1: "empty text"}
     assert result.vectors.dtype == np.float32 and _unit_rows(result.vectors)
     assert fake.embed_images(["x.png"]).dim == fake.dim
+    assert encoder_spec(fake) is None  # no spec(): nothing to record, nothing to rebuild
 
 
 def test_embedding_set_behaves_like_an_array():

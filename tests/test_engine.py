@@ -10,8 +10,10 @@ import warnings
 import numpy as np
 import pytest
 
-from mmgap_core.engine import NotCalibratedError, RetrievalEngine, content_id
-from mmgap_core.store.chroma import ChromaStore
+from mmgap_core.engine import NotCalibratedError, RetrievalEngine
+from mmgap_core.fusion import DEFAULT_METHOD
+from mmgap_core.results import content_id
+from mmgap_core.store import ChromaStore
 
 TEXTS = [
     "a cat sleeping on a windowsill",
@@ -109,7 +111,7 @@ def test_calibrated_search_merges_and_standardizes(indexed, sample_images):
         ("image", "text"),
         ("image", "image"),
     }
-    res = indexed.search("a cat sleeping", k=len(TEXTS) + len(sample_images))
+    res = indexed.search("a cat sleeping", k=len(TEXTS) + len(sample_images), method="standardize")
     assert {h.modality for h in res} == {"text", "image"}
     scores = [h.score for h in res]
     assert scores == sorted(scores, reverse=True)
@@ -128,9 +130,28 @@ def test_calibrated_search_merges_and_standardizes(indexed, sample_images):
         assert raw == sorted(raw, reverse=True)
 
 
+def test_default_search_is_background_z_of_the_calibrated_scales(indexed, sample_images):
+    indexed.calibrate(progress=False)
+    record = indexed.calibration
+    assert record.background is not None
+    assert record.background.has("image", "text") and record.background.has("text", "image")
+    n = len(TEXTS) + len(sample_images)
+    res = indexed.search("a cat sleeping", k=n)
+    assert res.method == "background-z" == DEFAULT_METHOD
+    raw = indexed.search("a cat sleeping", k=n, method="raw")
+    for m in ("text", "image"):
+        lists = np.array([[h.raw_score for h in raw if h.modality == m]])
+        z = record.background.transform(lists, m, "text", n_items=lists.shape[1])[0]
+        got = [h.score for h in res if h.modality == m]
+        np.testing.assert_allclose(got, z, atol=1e-6)
+    # the record (and its background scales) survives a reopen of the store
+    again = RetrievalEngine(indexed.store, indexed.encoder)
+    assert again.calibration.background.to_dict() == record.background.to_dict()
+
+
 def test_image_query_and_other_methods(indexed, sample_images):
     indexed.calibrate(progress=False)
-    res = indexed.search(image=sample_images[0], k=3)
+    res = indexed.search(image=sample_images[0], k=3, method="standardize")
     assert res.query_modality == "image"
     assert res[0].modality == "image" and res[0].raw_score == pytest.approx(1.0, abs=1e-4)
     for method in ("raw", "zscore-per-query", "minmax", "rrf", "center"):
@@ -292,3 +313,137 @@ def test_search_sees_the_engines_own_writes_despite_cached_counts(engine, sample
     res = engine.search("a cat", method="raw", k=20)
     assert len(res) == len(TEXTS) + 2
     assert {h.modality for h in res} == {"text", "image"}
+
+
+# ---------------------------------------------------------------- validation before model work
+class _NoModelWork:
+    """Fails the test if the query is embedded."""
+
+    def __init__(self, encoder):
+        self._encoder = encoder
+
+    def __getattr__(self, name):
+        if name.startswith("embed_query"):
+            raise AssertionError(f"{name} called before the arguments were checked")
+        return getattr(self._encoder, name)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        ({"k": 0}, "k must be a positive integer"),
+        ({"k": True}, "k must be a positive integer"),
+        ({"k": 2.5}, "k must be a positive integer"),
+        ({"k_per_modality": 0}, "k_per_modality must be a positive integer"),
+        ({"method": "best"}, "unknown fusion method"),
+        ({"method": "standardize-gold"}, "for `mmgap eval` only"),
+    ],
+)
+def test_arguments_are_checked_before_the_query_is_embedded(indexed, kwargs, words):
+    indexed.calibrate(progress=False)
+    indexed.encoder = _NoModelWork(indexed.encoder)
+    with pytest.raises(ValueError, match=words):
+        indexed.search("a cat", **kwargs)
+
+
+def test_not_calibrated_is_said_before_the_query_is_embedded(indexed):
+    indexed.encoder = _NoModelWork(indexed.encoder)
+    for method in ("standardize", "center"):
+        with pytest.raises(NotCalibratedError, match="mmgap calibrate"):
+            indexed.search("a cat", method=method)
+
+
+def test_only_methods_that_need_embeddings_fetch_them(indexed, monkeypatch):
+    indexed.calibrate(progress=False)
+    seen = []
+    real = indexed.store.query_per_modality
+
+    def spy(*args, **kw):
+        seen.append(kw.get("include_embeddings"))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(indexed.store, "query_per_modality", spy)
+    for method in ("raw", "standardize", "center", "rrf"):
+        indexed.search("a cat", k=3, method=method)
+    assert seen == [False, False, True, False]
+
+
+def test_online_updates_follow_methods_that_use_the_statistics(indexed):
+    indexed.calibrate(progress=False)
+    indexed.online_calibration = True
+    n0 = indexed.standardizer.count_[("text", "image")]
+    indexed.search("a cat", k=3, method="raw")
+    indexed.search("a cat", k=3, method="center")
+    assert indexed.standardizer.count_[("text", "image")] == n0
+    indexed.search("a cat", k=3, method="standardize")
+    assert indexed.standardizer.count_[("text", "image")] == n0 + 1
+
+
+# ---------------------------------------------------------------- calibration record
+def test_a_modality_added_after_calibration_needs_a_recalibration(engine, sample_images, caplog):
+    engine.index(texts=TEXTS, progress=False)
+    with caplog.at_level("WARNING", logger="mmgap_core"):
+        engine.calibrate(progress=False)
+    assert "holds text items only" in caplog.text
+    engine.index(images=sample_images, progress=False)
+    with pytest.raises(NotCalibratedError, match=r"no statistics for \['image'\].*mmgap calibrate"):
+        engine.search("a cat", k=3)
+    assert len(engine.search("a cat", k=3, method="raw")) == 3
+    engine.auto_recalibrate = True
+    res = engine.search("a cat", k=len(TEXTS) + len(sample_images))
+    assert any("recalibrated" in w for w in res.warnings)
+    assert {h.modality for h in res} == {"text", "image"}
+    assert engine.calibration.corpus_sizes == {"text": len(TEXTS), "image": len(sample_images)}
+
+
+def test_the_record_is_what_the_store_keeps(indexed, store):
+    indexed.calibrate(progress=False)
+    record = indexed.calibration
+    assert record.provenance.mining == "exact" and record.provenance.model_id == indexed.model_id
+    assert indexed.calibration_data() == record.to_dict() == store.load_calibration()
+    assert set(record.center_means) == {"text", "image"}
+
+
+@pytest.mark.parametrize(
+    ("mutate", "words"),
+    [
+        (lambda d: d.update(corpus_sizes="garbage"), "corpus_sizes must be an object"),
+        (lambda d: d.pop("standardizer"), "'standardizer' is missing"),
+        (
+            lambda d: d["standardizer"].update(model_id=None, dim=None),
+            "fitted for model null but the record is for model",
+        ),
+    ],
+)
+def test_a_broken_import_stores_nothing(indexed, tmp_path, mutate, words):
+    from mmgap_core.calibration import CalibrationFormatError
+
+    indexed.calibrate(progress=False)
+    before = indexed.calibration_data()
+    data = json.loads(indexed.export_calibration(tmp_path / "cal.json").read_text())
+    mutate(data)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(data))
+    with pytest.raises(CalibrationFormatError, match=words):
+        indexed.import_calibration(bad)
+    assert indexed.calibration_data() == before == indexed.store.load_calibration()
+    assert len(indexed.search("a cat", k=3)) == 3
+
+
+def test_a_file_for_another_model_is_refused(indexed, tmp_path):
+    indexed.calibrate(progress=False)
+    data = json.loads(indexed.export_calibration(tmp_path / "cal.json").read_text())
+    data["model_id"] = data["standardizer"]["model_id"] = "open_clip:someone-else"
+    data["background_scale"]["model_id"] = "open_clip:someone-else"
+    bad = tmp_path / "other.json"
+    bad.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="fitted for model 'open_clip:someone-else'"):
+        indexed.import_calibration(bad)
+
+
+def test_query_errors_come_before_calibration_errors(indexed, tmp_path):
+    indexed.encoder = _NoModelWork(indexed.encoder)
+    with pytest.raises(ValueError, match="query image not found"):
+        indexed.search(image=tmp_path / "nope.png")
+    with pytest.raises(ValueError, match="empty query"):
+        indexed.search("  ")

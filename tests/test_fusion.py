@@ -24,6 +24,8 @@ from mmgap_core.fusion import (
     merge_scored,
     parse_methods,
 )
+from mmgap_core.background import BackgroundScale
+from mmgap_core.fusion import tie_break_keys
 from mmgap_core.stats import ModalityStandardizer
 
 MODS = ["text", "image", "audio"]
@@ -74,15 +76,27 @@ def standardizer(seed=1, query_modality="text"):
     return ModalityStandardizer().fit(scores, cands, query_modality)
 
 
+def background_scale(seed=3, query_modality="text"):
+    rng = np.random.default_rng(seed)
+    lists = {m: -np.sort(-rng.normal(GAP[m], 0.02, size=(30, 400)), axis=1)[:, :40] for m in MODS}
+    return BackgroundScale().fit(lists, query_modality, {m: 400 for m in MODS})
+
+
 STD = standardizer()
 GOLD = standardizer(seed=2)
+BG = background_scale()
 MEANS = {m: EMB[j * ID_STRIDE : (j + 1) * ID_STRIDE].mean(axis=0) for j, m in enumerate(MODS)}
 
 
 def all_methods():
     return {
         name: make_method(
-            name, standardizer=STD, gold_standardizer=GOLD, center_means=MEANS, rrf_k=60
+            name,
+            standardizer=STD,
+            gold_standardizer=GOLD,
+            center_means=MEANS,
+            background_scale=BG,
+            rrf_k=60,
         )
         for name in METHOD_NAMES
     }
@@ -165,12 +179,26 @@ def flat_items(batch):
     return out
 
 
+def coins(batch):
+    """[Q, M] tie priorities of the batch's queries, from their raw scores (merge_scored's rule)."""
+    raw = np.concatenate(
+        [np.where(c.valid, c.scores, -np.inf) for c in batch.lists.values()], axis=1
+    )
+    return tie_break_keys(raw, batch.modalities)
+
+
 def expected_ranking(batch, value):
-    """ids and scores sorted by value(m, p, score) descending; ties keep modality then list order."""
+    """ids and scores sorted by value(m, p, score) descending; ties go to the better list rank,
+    then to the modality the query's coin favours."""
     rows = []
-    for items in flat_items(batch):
-        scored = [(value(m, p, s), i) for m, p, i, s in items]
-        order = sorted(range(len(scored)), key=lambda t: -scored[t][0])  # stable
+    prio = coins(batch)
+    for qi, items in enumerate(flat_items(batch)):
+        scored = [
+            (value(m, p, s), i, p, prio[qi, batch.modalities.index(m)]) for m, p, i, s in items
+        ]
+        order = sorted(
+            range(len(scored)), key=lambda t: (-scored[t][0], scored[t][2], scored[t][3])
+        )
         rows.append([(scored[t][1], scored[t][0]) for t in order])
     return rows
 
@@ -408,22 +436,95 @@ def test_candidate_batch_errors():
 
 @pytest.mark.parametrize("k", [0, -1, 2.5, True, "3"])
 def test_bad_k(k):
-    with pytest.raises(ValueError, match="k must be a positive integer or None"):
+    with pytest.raises(ValueError, match="k must be a positive integer"):
         RawFusion().fuse(BATCH, k)
-    with pytest.raises(ValueError, match="k must be a positive integer or None"):
+    with pytest.raises(ValueError, match="k must be a positive integer"):
         merge_scored(BATCH, RawFusion().score(BATCH), k)
 
 
-def test_ties_keep_modality_then_list_order():
+def test_ties_go_to_the_better_list_rank_then_a_coin():
     batch = CandidateBatch(
         "text",
         {
             "text": ModalityCandidates([[1, 2]], [[0.5, 0.5]]),
-            "image": ModalityCandidates([[3, 4]], [[0.5, 0.6]]),
+            "image": ModalityCandidates([[3, 4]], [[0.6, 0.5]]),
         },
     )
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        res = RawFusion().fuse(batch, 3)
-    np.testing.assert_array_equal(res.ids, [[4, 1, 2]])
-    np.testing.assert_array_equal(res.modality_labels(), [["image", "text", "text"]])
+        res = RawFusion().fuse(batch, 4)
+    # 3 leads; 1 (text rank 1) beats 4 (image rank 2) and 2 (text rank 2) at 0.5; 4 vs 2 is a coin.
+    assert res.ids[0, 0] == 3 and res.ids[0, 1] == 1
+    assert set(res.ids[0, 2:]) == {2, 4}
+
+
+@pytest.mark.parametrize("name", ["rrf", "minmax", "raw"])
+def test_ties_favour_no_modality(name):
+    rng = np.random.default_rng(0)
+    firsts = []
+    for _ in range(600):
+        s = -np.sort(-rng.random(5))
+        batch = CandidateBatch(
+            "text",
+            {
+                "text": ModalityCandidates([range(5)], [s]),
+                "image": ModalityCandidates([range(5)], [s]),
+            },
+        )
+        firsts.append(make_method(name).fuse(batch, 1).modality_labels()[0, 0])
+    share = np.mean(np.asarray(firsts) == "image")
+    assert 0.42 < share < 0.58
+
+
+def test_tie_coin_depends_on_the_query_not_its_batch():
+    rng = np.random.default_rng(1)
+    rows = -np.sort(-rng.random((8, 4)), axis=1)
+    both = {m: ModalityCandidates(np.tile(np.arange(4), (8, 1)), rows) for m in ("text", "image")}
+    together = RRFFusion().fuse(CandidateBatch("text", both), 8)
+    for q in range(8):
+        one = {m: ModalityCandidates(c.ids[[q]], c.scores[[q]]) for m, c in both.items()}
+        alone = RRFFusion().fuse(CandidateBatch("text", one), 8)
+        np.testing.assert_array_equal(alone.modality_codes[0], together.modality_codes[q])
+
+
+# ---------------------------------------------------------------- what each method needs
+def test_methods_declare_what_they_need():
+    from mmgap_core.fusion import METHODS, method_class
+
+    assert tuple(METHODS) == METHOD_NAMES
+    needs = {
+        name: {
+            flag
+            for flag in (
+                "needs_standardizer",
+                "needs_gold_standardizer",
+                "needs_center_means",
+                "needs_candidate_embeddings",
+                "needs_background_scale",
+            )
+            if getattr(method_class(name), flag)
+        }
+        for name in METHOD_NAMES
+    }
+    assert needs == {
+        "raw": set(),
+        "standardize": {"needs_standardizer"},
+        "standardize-gold": {"needs_gold_standardizer"},
+        "zscore-per-query": set(),
+        "minmax": set(),
+        "rrf": set(),
+        "center": {"needs_center_means", "needs_candidate_embeddings"},
+        "background-z": {"needs_background_scale"},
+    }
+    built = {
+        name: make_method(
+            name, standardizer=STD, gold_standardizer=GOLD, center_means=MEANS, background_scale=BG
+        )
+        for name in METHOD_NAMES
+    }
+    for name, method in built.items():
+        assert type(method) is method_class(name) and method.name == name
+    with pytest.raises(ValueError, match="unknown fusion method 'borda'"):
+        method_class("borda")
+    with pytest.raises(ValueError, match="unknown fusion method"):
+        method_class(None)

@@ -1,4 +1,4 @@
-"""`mmgap reproduce`: the paper's experiment end to end on the MMQA / WebQA stand-ins with a tiny model."""
+"""`mmgap reproduce`: the paper's experiment end to end on MMQA / WebQA stand-ins, a tiny model."""
 
 from __future__ import annotations
 
@@ -93,8 +93,8 @@ def count_encoder_calls(monkeypatch):
 
 
 def _top_k(cands, vec, v, dataset, k) -> set[str]:
-    """The k best candidates by raw cosine; ties as the pipeline breaks them (passages before images,
-    then corpus order)."""
+    """The k best candidates by raw cosine; ties as the pipeline breaks them (passages before
+    images, then corpus order)."""
     order = {
         **{c: (0, n) for n, c in enumerate(dataset.texts)},
         **{c: (1, n) for n, c in enumerate(dataset.images)},
@@ -465,7 +465,7 @@ def test_bad_arguments_exit_2(tmp_path, mmqa_root, tiny_clip, capsys):
 def test_encoder_failures_are_counted_and_questions_dropped(
     tmp_path, mmqa_standin, tiny_clip, capsys
 ):
-    """A corrupt gold image: counted per reason, dropped, and its single-gold question dropped too."""
+    """A corrupt gold image: counted per reason, dropped, and its single-gold question too."""
     root = tmp_path / "corrupt"
     shutil.copytree(mmqa_standin.root, root)
     data = load_mmqa(root)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -14,17 +15,17 @@ import pytest
 
 chromadb = pytest.importorskip("chromadb")
 
-from mmgap_core.store import AddResult, ModalityHits, VectorStore  # noqa: E402
-from mmgap_core.store import chroma as chroma_mod  # noqa: E402
-from mmgap_core.store.chroma import (  # noqa: E402
-    IMAGE_BASE64_REGEX,
-    MAX_MANIFEST_VALUE_BYTES,
+from mmgap_core.store import (  # noqa: E402
+    AddResult,
     ChromaStore,
     ForeignLayout,
+    ModalityHits,
+    VectorStore,
     detect_layout,
-    is_base64_image,
     open_store,
 )
+from mmgap_core.store.chroma_foreign import IMAGE_BASE64_REGEX  # noqa: E402
+from mmgap_core.store.chroma_manifest import MAX_MANIFEST_VALUE_BYTES  # noqa: E402
 
 D = 16
 
@@ -118,9 +119,11 @@ def test_round_trip_scores_are_numpy_cosine(store, rng):
     assert ih.uris[0][0].startswith("file:///img/") and ih.documents[0][0] is None
     assert np.all(ih.embeddings[:, 25:] == 0)
 
-    # a single vector is one query row
+    # a single vector is one query row; no rows, no hits
     one = store.query("text", q[0], 3)
     assert one.ids == [th.ids[0][:3]] and one.embeddings is None
+    none = store.query("text", np.zeros((0, D), dtype=np.float32), 3, include_embeddings=True)
+    assert none.ids == [] and none.scores.shape == (0, 3) and none.embeddings.shape == (0, 3, D)
 
 
 def test_idempotent_re_add(store, rng):
@@ -182,7 +185,7 @@ def test_model_and_dim_mismatch_messages(store, rng):
         store.add("text", ["t0"], rng.normal(size=(1, D)), model_id="ViT-L-14")
     with pytest.raises(ValueError, match=f"dimension 5 but store .* holds dimension {D}"):
         store.add("text", ["t0"], rng.normal(size=(1, 5)))
-    with pytest.raises(ValueError, match=f"dimension 5 but the store holds dimension {D}"):
+    with pytest.raises(ValueError, match=f"dimension mismatch, expected {D} columns, got 5"):
         store.query("image", rng.normal(size=(2, 5)), 1)
     with pytest.raises(ValueError, match="NaN or inf"):
         store.query("image", np.full((1, D), np.nan), 1)
@@ -198,9 +201,12 @@ def test_manifest_read_merge_write_keeps_other_keys(store, rng):
     man = store.read_manifest()
     assert man["note"] == "hello" and man["params"] == {"a": [1, 2.5, None]} and man["extra"] == 3
     assert man["model_id"] == "m" and man["dim"] == D and man["modalities"] == ["text"]
-    # values really are JSON strings in Chroma's collection metadata
-    raw = store.client.get_collection(store.manifest_name, embedding_function=None).metadata
-    assert raw["params"] == json.dumps({"a": [1, 2.5, None]}, separators=(",", ":"))
+    # each value is its own record in the manifest collection, its JSON text as the document
+    raw = store.client.get_collection(store.manifest_name, embedding_function=None).get(
+        ids=["field:params"], include=["documents", "metadatas"]
+    )
+    assert raw["documents"] == [json.dumps({"a": [1, 2.5, None]}, separators=(",", ":"))]
+    assert raw["metadatas"] == [{"kind": "field", "key": "params"}]
     store.update_manifest(note=None)
     assert "note" not in store.read_manifest() and store.read_manifest()["extra"] == 3
     with pytest.raises(ValueError, match="not JSON-serialisable"):
@@ -275,7 +281,7 @@ def test_calibration_and_data_survive_server_restart(chroma_server, chroma_store
     again.delete_store()
 
 
-def test_query_modalities_runs_concurrently(store, rng, monkeypatch):
+def test_query_per_modality_runs_concurrently(store, rng, monkeypatch):
     tids, te, iids, ie = _fill(store, rng)
     q = rng.normal(size=(3, D)).astype(np.float32)
     sequential = {m: store.query(m, q, 5) for m in ("text", "image")}
@@ -283,31 +289,32 @@ def test_query_modalities_runs_concurrently(store, rng, monkeypatch):
     # Each per-modality query waits until the other one is in flight: only concurrency passes.
     barrier = threading.Barrier(2, timeout=10)
     threads: set[str] = set()
-    original = chroma_mod._query_source
+    collection_cls = chromadb.api.models.Collection.Collection
+    original = collection_cls.query
 
-    def gated(*args, **kwargs):
+    def gated(self, *args, **kwargs):
         threads.add(threading.current_thread().name)
         barrier.wait()
-        return original(*args, **kwargs)
+        return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(chroma_mod, "_query_source", gated)
-    both = store.query_modalities(q, 5)
+    monkeypatch.setattr(collection_cls, "query", gated)
+    both = store.query_per_modality(q, 5)
     assert len(threads) == 2
-    monkeypatch.setattr(chroma_mod, "_query_source", original)
+    monkeypatch.setattr(collection_cls, "query", original)
 
     assert set(both) == {"text", "image"}
     for m in both:
         assert both[m].ids == sequential[m].ids
         np.testing.assert_allclose(both[m].scores, sequential[m].scores)
-    per = store.query_modalities(q, {"text": 2, "image": 4}, include_embeddings=True)
+    per = store.query_per_modality(q, {"text": 2, "image": 4}, include_embeddings=True)
     assert per["text"].scores.shape == (3, 2) and per["image"].embeddings.shape == (3, 4, D)
     _assert_hits_match(per["image"], q, ie, iids, 4)
-    only = store.query_modalities(q, 3, modalities=["image"])
+    only = store.query_per_modality(q, 3, modalities=["image"])
     assert list(only) == ["image"]
     with pytest.raises(ValueError, match=r"no k for modalities \['image'\]"):
-        store.query_modalities(q, {"text": 2}, modalities=["text", "image"])
+        store.query_per_modality(q, {"text": 2}, modalities=["text", "image"])
     with pytest.raises(ValueError, match=r"unknown modalities \['audio'\]"):
-        store.query_modalities(q, 3, modalities=["audio"])
+        store.query_per_modality(q, 3, modalities=["audio"])
 
 
 def test_empty_and_unknown_modality(chroma_client, chroma_store_name, rng):
@@ -319,18 +326,22 @@ def test_empty_and_unknown_modality(chroma_client, chroma_store_name, rng):
     assert empty.ids == [[], []] and empty.scores.shape == (2, 5)
     assert np.all(np.isneginf(empty.scores))
     store.add("text", ["t0", "t1"], rng.normal(size=(2, D)))
-    res = store.query_modalities(q, 3, include_embeddings=True)
+    res = store.query_per_modality(q, 3, include_embeddings=True)
     assert res["image"].row_lengths() == [0, 0] and res["text"].row_lengths() == [2, 2]
     assert res["image"].embeddings.shape == (2, 3, D)
-    assert store.query("text", q, 0).scores.shape == (2, 0)
     with pytest.raises(
         ValueError, match=r"unknown modality 'audio'; this store has \['image', 'text'\]"
     ):
         store.query("audio", q, 3)
     with pytest.raises(ValueError, match="unknown modality"):
         store.count("audio")
-    with pytest.raises(ValueError, match="k must be a non-negative integer"):
-        store.query("text", q, -1)
+    for bad in (-1, 0, True, 2.0, "3"):
+        with pytest.raises(ValueError, match="k must be a positive integer"):
+            store.query("text", q, bad)
+        with pytest.raises(ValueError, match="k_per_modality must be a positive integer"):
+            store.query_per_modality(q, bad)
+    with pytest.raises(ValueError, match=r"k_per_modality\['text'\] must be a positive integer"):
+        store.query_per_modality(q, {"text": 0, "image": 2})
     # a second handle on the same store sees the modalities through manifest and collections
     assert ChromaStore(chroma_client, chroma_store_name).modalities() == ["image", "text"]
 
@@ -342,7 +353,7 @@ def test_where_filter(store, rng):
     keep = [i for i in range(len(tids)) if i % 2 == 0]
     _assert_hits_match(hits, q, te[keep], [tids[i] for i in keep], 50)
     assert all(m["lang"] == "de" for row in hits.metadatas for m in row)
-    both = store.query_modalities(q, 50, where={"$and": [{"lang": "en"}, {"modality": "image"}]})
+    both = store.query_per_modality(q, 50, where={"$and": [{"lang": "en"}, {"modality": "image"}]})
     assert both["text"].row_lengths() == [0, 0, 0]
     assert all(m["lang"] == "en" for m in both["image"].metadatas[0])
     assert both["image"].row_lengths()[0] == sum(1 for i in range(len(iids)) if i % 3)
@@ -397,6 +408,16 @@ def test_names_are_validated():
         ChromaStore(None, "s" * 400, modalities=["m" * 200])
 
 
+def test_own_layout_does_not_depend_on_foreign_layouts():
+    code = (
+        "import sys, mmgap_core.store.chroma_store as s; s.ChromaStore\n"
+        "bad = [m for m in sys.modules if m.endswith(('chroma_foreign', 'chroma_detect'))]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert not any(name.startswith("from_") for name in dir(ChromaStore))
+
+
 def test_store_module_does_not_import_chromadb():
     import mmgap_core.store as store_pkg
 
@@ -421,11 +442,13 @@ def _image_bytes(fmt: str, seed: int) -> bytes:
     return buf.getvalue()
 
 
-def test_is_base64_image_formats():
+def test_image_base64_regex_formats():
+    # The pattern LangChain image documents are selected by, server-side and in detect_layout.
+    image_b64 = re.compile(IMAGE_BASE64_REGEX)
     for fmt in ("PNG", "JPEG", "GIF", "WEBP", "BMP"):
         b64 = base64.b64encode(_image_bytes(fmt, 0)).decode()
-        assert is_base64_image(b64), fmt
-        assert is_base64_image(b64[: len(b64) // 4 * 4]), fmt  # any length of real base64
+        assert image_b64.match(b64), fmt
+        assert image_b64.match(b64[: len(b64) // 4 * 4]), fmt  # any length of real base64
     for text in [
         "a photo of a cat",
         "Qk3 looks like bmp but has spaces",
@@ -433,9 +456,8 @@ def test_is_base64_image_formats():
         base64.b64encode(b"just some bytes here").decode(),
         base64.b64encode(b"RIFF\x00\x00\x00\x00WAVEfmt ").decode(),  # RIFF but not WEBP
         "",
-        None,
     ]:
-        assert not is_base64_image(text), text
+        assert not image_b64.match(text), text
     assert IMAGE_BASE64_REGEX.startswith("^")
 
 
@@ -475,13 +497,13 @@ def test_mixed_collection_tagged_and_inferred(chroma_client, chroma_store_name, 
     col.add(ids=ids, embeddings=emb, metadatas=metas, uris=uris, documents=docs)
 
     assert detect_layout(chroma_client, col.name) == "mixed"
-    view = ChromaStore.from_mixed_collection(chroma_client, col.name)
+    view = ForeignLayout.mixed(chroma_client, col.name)
     assert isinstance(view, ForeignLayout) and isinstance(view, VectorStore)
     assert view.layout == "mixed" and view.read_only and view.dim == D
     assert view.modalities() == ["image", "text"]
     assert view.counts() == {"image": modality.count("image"), "text": modality.count("text")}
     q = rng.normal(size=(3, D)).astype(np.float32)
-    res = view.query_modalities(q, 5, include_embeddings=True)
+    res = view.query_per_modality(q, 5, include_embeddings=True)
     for m in ("image", "text"):
         sel = [i for i in range(n) if modality[i] == m]
         _assert_hits_match(res[m], q, emb[sel], [ids[i] for i in sel], 5)
@@ -538,7 +560,7 @@ def test_langchain_add_images_layout(chroma_client, chroma_store_name, rng):
     assert view.modalities() == ["image", "text"]
     assert view.counts() == {"image": 6, "text": 4}
     q = rng.normal(size=(2, D)).astype(np.float32)
-    res = view.query_modalities(q, 4)
+    res = view.query_per_modality(q, 4)
     _assert_hits_match(res["image"], q, img_emb, img_ids, 4)
     _assert_hits_match(res["text"], q, txt_emb, txt_ids, 4)
     for hid, doc, uri in zip(res["image"].ids[0], res["image"].documents[0], res["image"].uris[0]):
@@ -631,10 +653,10 @@ def test_llamaindex_layout_hand_built(chroma_client, chroma_store_name, rng):
     )
     assert detect_layout(chroma_client, tcol.name) == "llamaindex"
     assert detect_layout(chroma_client, icol.name) == "llamaindex"
-    view = ChromaStore.from_llamaindex(chroma_client, tcol.name, icol.name)
+    view = ForeignLayout.llamaindex(chroma_client, tcol.name, icol.name)
     assert view.modalities() == ["image", "text"] and view.counts() == {"image": 4, "text": 5}
     q = rng.normal(size=(2, D)).astype(np.float32)
-    res = view.query_modalities(q, {"text": 3, "image": 4})
+    res = view.query_per_modality(q, {"text": 3, "image": 4})
     _assert_hits_match(res["text"], q, t_emb, t_ids, 3)
     _assert_hits_match(res["image"], q, i_emb, i_ids, 4)
     for hid, doc in zip(res["text"].ids[0], res["text"].documents[0]):
@@ -708,9 +730,9 @@ def test_llamaindex_layout_written_by_llamaindex(chroma_client, chroma_store_nam
     )
     assert (tcol.count(), icol.count()) == (6, 5)
 
-    view = ChromaStore.from_llamaindex(chroma_client, tcol.name, icol.name)
+    view = ForeignLayout.llamaindex(chroma_client, tcol.name, icol.name)
     q = rng.normal(size=(3, D)).astype(np.float32)
-    res = view.query_modalities(q, 3)
+    res = view.query_per_modality(q, 3)
     _assert_hits_match(res["text"], q, t_emb, [f"t{i}" for i in range(6)], 3)
     _assert_hits_match(res["image"], q, i_emb, [f"i{i}" for i in range(5)], 3)
     assert res["image"].uris[0] == [f"/pics/{h[1:]}.jpg" for h in res["image"].ids[0]]

@@ -1,7 +1,7 @@
 """LangChain retriever over an mmgap :class:`~mmgap_core.engine.RetrievalEngine`.
 
 The adapter only translates: LangChain calls become ``engine.search`` calls and each
-:class:`~mmgap_core.engine.Hit` becomes a :class:`~langchain_core.documents.Document`. Ranking,
+:class:`~mmgap_core.results.Hit` becomes a :class:`~langchain_core.documents.Document`. Ranking,
 calibration and storage all live in the engine.
 """
 
@@ -22,7 +22,8 @@ from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import run_in_executor
 from pydantic import ConfigDict, Field
 
-from mmgap_core.engine import Hit, RetrievalEngine
+from mmgap_core.engine import RetrievalEngine
+from mmgap_core.results import Hit
 
 __all__ = ["CAPTION_KEYS", "MMGapRetriever", "hit_to_document"]
 

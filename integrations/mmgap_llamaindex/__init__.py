@@ -4,36 +4,51 @@
   Chroma collections of a ``MultiModalVectorStoreIndex``.
 * :class:`OpenClipMultiModalEmbedding`: open_clip as a LlamaIndex ``MultiModalEmbedding``.
 
-Install with ``pip install "mmgap[llamaindex,clip,chroma]"``. Names load on first access.
+Install with ``pip install "mmgap[llamaindex,clip,chroma]"``. Names load on first access
+(``llama_index.core`` is slow to import); importing this package without LlamaIndex raises an
+``ImportError`` that names the extra to install.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import importlib.util
+from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
+from mmgap_core._lazy import lazy_module
+
+if TYPE_CHECKING:  # pragma: no cover
     from mmgap_llamaindex.embedding import OpenClipMultiModalEmbedding
     from mmgap_llamaindex.retriever import RAW_SCORE_KEY, MMGapLlamaRetriever, hit_to_node
 
+_INSTALL = 'pip install "mmgap[llamaindex]"'
+
+
+def _llama_index_missing() -> bool:
+    try:
+        return importlib.util.find_spec("llama_index.core") is None
+    except (ImportError, ValueError):  # a parent package is missing or blocked
+        return True
+
+
+if _llama_index_missing():
+    raise ImportError(f"mmgap_llamaindex needs LlamaIndex (llama_index.core): {_INSTALL}")
+
+
+def _missing_extra(exc: ModuleNotFoundError) -> str | None:
+    if (exc.name or "").split(".")[0] != "llama_index":
+        return None
+    return f"mmgap_llamaindex needs LlamaIndex ({exc.name} is not installed): {_INSTALL}"
+
+
 __all__ = ["MMGapLlamaRetriever", "OpenClipMultiModalEmbedding", "RAW_SCORE_KEY", "hit_to_node"]
 
-_MODULE_OF = {
-    "MMGapLlamaRetriever": "retriever",
-    "RAW_SCORE_KEY": "retriever",
-    "hit_to_node": "retriever",
-    "OpenClipMultiModalEmbedding": "embedding",
-}
-
-
-def __getattr__(name: str) -> Any:
-    # llama_index.core is slow to import; load each module when one of its names is asked for.
-    module = _MODULE_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from importlib import import_module
-
-    return getattr(import_module(f"mmgap_llamaindex.{module}"), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_module(
+    __name__,
+    {
+        "MMGapLlamaRetriever": "mmgap_llamaindex.retriever",
+        "RAW_SCORE_KEY": "mmgap_llamaindex.retriever",
+        "hit_to_node": "mmgap_llamaindex.retriever",
+        "OpenClipMultiModalEmbedding": "mmgap_llamaindex.embedding",
+    },
+    missing_hint=_missing_extra,
+)

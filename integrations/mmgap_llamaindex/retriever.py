@@ -1,7 +1,7 @@
 """LlamaIndex retriever over an mmgap :class:`~mmgap_core.engine.RetrievalEngine`.
 
 The adapter only translates: a ``QueryBundle`` becomes one ``engine.search`` call and each
-:class:`~mmgap_core.engine.Hit` becomes a ``NodeWithScore``. Ranking, calibration and storage all
+:class:`~mmgap_core.results.Hit` becomes a ``NodeWithScore``. Ranking, calibration and storage all
 live in the engine and its store.
 """
 
@@ -26,7 +26,8 @@ from llama_index.core.schema import (
 )
 from llama_index.core.vector_stores.utils import metadata_dict_to_node
 
-from mmgap_core.engine import Hit, RetrievalEngine
+from mmgap_core.engine import RetrievalEngine
+from mmgap_core.results import Hit
 
 __all__ = ["MMGapLlamaRetriever", "RAW_SCORE_KEY", "hit_to_node"]
 
@@ -167,7 +168,7 @@ class MMGapLlamaRetriever(BaseRetriever):
     ) -> MMGapLlamaRetriever:
         """Calibrated retrieval over the two Chroma collections of a LlamaIndex multimodal index.
 
-        The collections are read through ``ChromaStore.from_llamaindex`` (read-only). LlamaIndex
+        The collections are read through ``ForeignLayout.llamaindex`` (read-only). LlamaIndex
         stores no calibration, so it is kept by this retriever's engine: loaded from
         ``calibration_path`` when that file exists (``ValueError`` if it was fitted for another
         model), else fitted now when ``calibrate`` is true (from a sample of ``calibration_sample``
@@ -177,9 +178,9 @@ class MMGapLlamaRetriever(BaseRetriever):
         ``encoder`` must be the model that embedded both collections. ``kwargs`` go to the
         constructor (``similarity_top_k``, ``where``, ...).
         """
-        from mmgap_core.store.chroma import ChromaStore
+        from mmgap_core.store import ForeignLayout
 
-        store = ChromaStore.from_llamaindex(chroma_client, text_collection, image_collection)
+        store = ForeignLayout.llamaindex(chroma_client, text_collection, image_collection)
         engine = RetrievalEngine(store, encoder)  # calibration lives in memory on the view
         if calibration_path is not None and os.path.exists(calibration_path):
             engine.import_calibration(calibration_path)

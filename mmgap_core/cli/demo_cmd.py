@@ -93,10 +93,9 @@ def _hub_unreachable(model: str, pretrained: str) -> str | None:
     if os.path.isfile(pretrained) or os.environ.get("HF_HUB_OFFLINE"):
         return None  # a local file, or offline mode: the encoder itself answers at once
     try:
-        from ..encoders.open_clip import _find_cached_weights, oc_pretrained
+        from ..encoders.weights import weights_available_offline
 
-        cfg = oc_pretrained.get_pretrained_cfg(model, pretrained)
-        if not cfg or _find_cached_weights(cfg, None)[0] is not None:
+        if weights_available_offline(model, pretrained):
             return None
     except ImportError:
         return None

@@ -1,30 +1,51 @@
-"""`mmgap reproduce`: the paper's MMQA / WebQA experiment (cross-modal Recall@K, raw vs standardized)."""
+"""`mmgap reproduce`: the paper's MMQA / WebQA experiment (cross-modal Recall@K, raw vs std), and
+MixBench's three-kind head-to-head with GR-CLIP (nDCG@10 by gold kind)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+from ..datasets.mixbench import MIXBENCH_SUBSETS, PARQUET_HINT
 from ..jsonio import write_json
 from ._common import parse_ks
 
 
 def register(sub) -> None:
+    """Add the ``reproduce`` sub-command to the CLI's sub-parsers ``sub``."""
     p = sub.add_parser(
         "reproduce",
-        help="reproduce the paper's MMQA / WebQA experiment with open_clip models",
-        description="Embed a benchmark (MMQA or WebQA) with one or more open_clip models, cache the "
-        "embeddings, and report Recall@K of every fusion method split by the modality of the gold item "
-        "(text = same-modal, image = cross-modal), raw vs standardized.",
+        help="reproduce the paper's MMQA / WebQA experiment, or MixBench, with open_clip models",
+        description="Embed a benchmark (MMQA, WebQA or MixBench) with one or more open_clip "
+        "models, cache the embeddings, and report Recall@K of every fusion method split by the "
+        "modality of the gold item (text = same-modal, image = cross-modal), raw vs standardized. "
+        "MixBench (--dataset mixbench --subset S --root DIR, DIR/S/ holding query, corpus, qrel "
+        "[and mixed_corpus] as .jsonl or .parquet plus images/) adds multimodal documents and "
+        "reports nDCG@10 by gold kind, head to head with GR-CLIP's mean subtraction.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument(
         "--dataset",
         default="auto",
-        choices=["mmqa", "webqa", "auto"],
+        choices=["mmqa", "webqa", "mixbench", "auto"],
         help="benchmark in --root ('auto' detects it from the files)",
     )
-    p.add_argument("--root", required=True, help="folder holding the benchmark files")
+    p.add_argument(
+        "--root",
+        required=True,
+        help="folder holding the benchmark files (MixBench: the folder holding SUBSET/)",
+    )
+    p.add_argument(
+        "--subset",
+        choices=list(MIXBENCH_SUBSETS),
+        help="MixBench subset (required with --dataset mixbench)",
+    )
+    p.add_argument(
+        "--alpha",
+        type=float,
+        default=0.5,
+        help="MixBench: text weight of a multimodal document, normalise(a*text + (1-a)*image)",
+    )
     p.add_argument("--model", help="open_clip architecture, e.g. ViT-B-32")
     p.add_argument(
         "--pretrained",
@@ -43,11 +64,15 @@ def register(sub) -> None:
     p.add_argument("--split", help="dataset split (default: dev for MMQA, val for WebQA)")
     p.add_argument(
         "--pool",
-        default="context",
         choices=["context", "global"],
-        help="candidates: each question's own context pool, or the whole corpus",
+        help="candidates: each question's own context pool, or the whole corpus (default: "
+        "context; MixBench: global, its only pool)",
     )
-    p.add_argument("--methods", default="all", help="comma-separated fusion methods, or 'all'")
+    p.add_argument(
+        "--methods",
+        default="all",
+        help="comma-separated fusion methods, or 'all' (MixBench: all plus grclip)",
+    )
     p.add_argument("--k", default="1,5,10,20", help="Recall@K cut-offs")
     p.add_argument(
         "--cache-dir",
@@ -84,6 +109,7 @@ def register(sub) -> None:
 
 
 def _specs(args):
+    """The model specs named by --model/--pretrained and --models."""
     from ..reproduce import ModelSpec, parse_model_specs
 
     specs = []
@@ -103,13 +129,26 @@ def _specs(args):
         raise ValueError("name a model: --model NAME --pretrained TAG, or --models NAME:TAG,...")
     if args.model_config and not any(s.model_config for s in specs):
         raise ValueError(
-            f"--model-config {args.model_config}: open_clip names a config after its file, so it defines "
-            f"a model the command does not use; pass --model with the file's name (without .json)"
+            f"--model-config {args.model_config}: open_clip names a config after its file, so it "
+            f"defines a model the command does not use; pass --model with the file's name "
+            f"(without .json)"
         )
     return specs
 
 
 def run(args) -> int:
+    """Run ``mmgap reproduce``: load the dataset, evaluate each model, print and write the report.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed command line.
+
+    Returns
+    -------
+    int
+        0; errors are raised for the CLI to print (``CommandError``, ``ValueError``, ...).
+    """
     from ..datasets import load_dataset
     from ..reproduce import default_cache_dir, reproduce
     from . import CommandError
@@ -123,7 +162,21 @@ def run(args) -> int:
         raise ValueError(f"--limit: expected a positive number of questions, got {args.limit}")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size: expected a positive integer, got {args.batch_size}")
-    dataset = load_dataset(args.dataset, args.root, split=args.split, pool=args.pool)
+    if args.dataset == "mixbench" and args.subset is None:
+        raise ValueError(f"--dataset mixbench needs --subset ({', '.join(MIXBENCH_SUBSETS)})")
+    if args.subset is not None and args.dataset not in ("mixbench", "auto"):
+        raise ValueError(f"--subset applies to --dataset mixbench only, not {args.dataset}")
+    if args.dataset == "mixbench" and args.split is not None:
+        raise ValueError("--split does not apply to MixBench; choose the subset with --subset")
+    if not 0.0 <= args.alpha <= 1.0:
+        raise ValueError(f"--alpha: expected a number in [0, 1], got {args.alpha}")
+    try:
+        dataset = load_dataset(
+            args.dataset, args.root, split=args.split, pool=args.pool, subset=args.subset
+        )
+    except ImportError as exc:  # a parquet split without pyarrow: one line, not a traceback
+        hint = "" if PARQUET_HINT in str(exc) else f" ({PARQUET_HINT})"
+        raise CommandError(f"{exc}{hint}") from None
     print(dataset.summary())
     print()
     cache_dir = None if args.no_cache else (args.cache_dir or default_cache_dir(args.root))
@@ -150,6 +203,7 @@ def run(args) -> int:
         encoder_options=options,
         candidates=args.candidates,
         log=log,
+        alpha=args.alpha,
     )
     if not report.models:
         reasons = "; ".join(f"{label}: {reason}" for label, reason in report.skipped_models.items())

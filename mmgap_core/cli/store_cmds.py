@@ -24,9 +24,15 @@ def _connection_args(p) -> None:
     g.add_argument("--device", help="torch device (default: cuda, then mps, then cpu)")
 
 
-def _engine(args, **options):
-    from ..engine import open_engine
+def _engine(args, *, needs_model: bool = True, **options):
+    """The engine over the store ``args`` name; without the model when only stored vectors are read."""
+    from ..factory import open_engine, open_store
 
+    if not needs_model:
+        from ..engine import RetrievalEngine
+
+        store = open_store(args.db, host=args.host, port=args.port, name=args.name)
+        return RetrievalEngine(store, None, **options)
     return open_engine(
         args.db,
         host=args.host,
@@ -42,43 +48,67 @@ def _engine(args, **options):
 
 def register(sub) -> None:
     fmt = argparse.ArgumentDefaultsHelpFormatter
-    p = sub.add_parser("index", help="index folders/files of images and texts", formatter_class=fmt,
-                       description="Index images (jpg/png/...) and texts (.txt, .md: one item per file; "
-                       ".jsonl: one item per line with a 'text' field) from files and folders.")
+    p = sub.add_parser(
+        "index",
+        help="index folders/files of images and texts",
+        formatter_class=fmt,
+        description="Index images (jpg/png/...) and texts (.txt, .md: one item per file; "
+        ".jsonl: one item per line with a 'text' field) from files and folders.",
+    )
     p.add_argument("paths", nargs="+", help="files or folders (searched recursively)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--quiet", action="store_true", help="no progress bar, no per-item skip lines")
     _connection_args(p)
     p.set_defaults(func=run_index)
 
-    p = sub.add_parser("calibrate", help="fit the modality statistics from pseudo-positives",
-                       formatter_class=fmt)
-    p.add_argument("--queries", help="text file of calibration queries, one per line "
-                   "(default: a sample of the store's own items, each excluded from its own candidates)")
+    p = sub.add_parser(
+        "calibrate", help="fit the modality statistics from pseudo-positives", formatter_class=fmt
+    )
+    p.add_argument(
+        "--queries",
+        help="text file of calibration queries, one per line "
+        "(default: a sample of the store's own items, each excluded from its own candidates)",
+    )
     p.add_argument("--sample", type=int, default=1000, help="items sampled per query modality")
-    p.add_argument("--query-modalities", help="comma-separated (default: every modality in the store)")
+    p.add_argument(
+        "--query-modalities", help="comma-separated (default: every modality in the store)"
+    )
     p.add_argument("--export", metavar="OUT.json", help="also write the calibration to a JSON file")
-    p.add_argument("--import", dest="import_path", metavar="IN.json",
-                   help="load a calibration from JSON instead of fitting one")
+    p.add_argument(
+        "--import",
+        dest="import_path",
+        metavar="IN.json",
+        help="load a calibration from JSON instead of fitting one",
+    )
     _connection_args(p)
     p.set_defaults(func=run_calibrate)
 
-    p = sub.add_parser("search", help="one merged, calibrated ranking of texts and images",
-                       formatter_class=fmt)
+    p = sub.add_parser(
+        "search", help="one merged, calibrated ranking of texts and images", formatter_class=fmt
+    )
     p.add_argument("query", nargs="?", help="query text")
     p.add_argument("--image", help="query image path (instead of a text)")
     p.add_argument("-k", type=int, default=10, help="results to show")
     p.add_argument("--k-per-modality", type=int, help="candidates fetched per modality")
-    p.add_argument("--method", default="standardize", help="fusion method (see `mmgap eval --help`)")
-    p.add_argument("--compare", action="store_true", help="raw and calibrated rankings side by side")
-    p.add_argument("--where", help="metadata filter as JSON, e.g. '{\"source\": \"a.txt\"}'")
+    p.add_argument(
+        "--method", default="standardize", help="fusion method (see `mmgap eval --help`)"
+    )
+    p.add_argument(
+        "--compare", action="store_true", help="raw and calibrated rankings side by side"
+    )
+    p.add_argument("--where", help='metadata filter as JSON, e.g. \'{"source": "a.txt"}\'')
     p.add_argument("--json", action="store_true", help="print hits as JSON")
     _connection_args(p)
     p.set_defaults(func=run_search)
 
-    p = sub.add_parser("inspect", help="score statistics, the modality gap, top-k modality shares",
-                       formatter_class=fmt)
-    p.add_argument("--sample", type=int, default=200, help="store items used as probe queries per modality")
+    p = sub.add_parser(
+        "inspect",
+        help="score statistics, the modality gap, top-k modality shares",
+        formatter_class=fmt,
+    )
+    p.add_argument(
+        "--sample", type=int, default=200, help="store items used as probe queries per modality"
+    )
     p.add_argument("-k", type=int, default=10, help="top-k for the modality shares")
     p.add_argument("--plot", metavar="OUT.png", help="plot raw vs standardized score distributions")
     _connection_args(p)
@@ -86,7 +116,9 @@ def register(sub) -> None:
 
 
 # ---------------------------------------------------------------------------- index
-def collect_inputs(paths) -> tuple[list[Path], list[tuple[bytes | str, str, dict]], list[tuple[str, str]]]:
+def collect_inputs(
+    paths,
+) -> tuple[list[Path], list[tuple[bytes | str, str, dict]], list[tuple[str, str]]]:
     """(image files, texts as (payload, source, metadata), problems as (source, reason))."""
     images, texts, problems = [], [], []
     files: list[Path] = []
@@ -103,7 +135,8 @@ def collect_inputs(paths) -> tuple[list[Path], list[tuple[bytes | str, str, dict
         if suffix in IMAGE_SUFFIXES:
             images.append(f)
         elif suffix in TEXT_SUFFIXES:
-            texts.append((f.read_bytes(), str(f), {"source": str(f)}))  # bytes: the engine checks UTF-8
+            # bytes: the engine checks UTF-8
+            texts.append((f.read_bytes(), str(f), {"source": str(f)}))
         elif suffix == ".jsonl":
             for lineno, line in enumerate(f.read_bytes().splitlines(), 1):
                 src = f"{f}:{lineno}"
@@ -117,19 +150,25 @@ def collect_inputs(paths) -> tuple[list[Path], list[tuple[bytes | str, str, dict
                 if not isinstance(rec, dict) or not isinstance(rec.get("text"), str):
                     problems.append((src, "JSON line has no 'text' string field"))
                     continue
-                meta = {k: v for k, v in rec.items() if k != "text" and isinstance(v, (str, int, float, bool))}
+                meta = {
+                    k: v
+                    for k, v in rec.items()
+                    if k != "text" and isinstance(v, (str, int, float, bool))
+                }
                 meta["source"] = src
                 texts.append((rec["text"], src, meta))
     return images, texts, problems
 
 
 def run_index(args) -> int:
-    from ..engine import SkippedItem
+    from ..results import SkippedItem
 
     images, texts, problems = collect_inputs(args.paths)
     if not images and not texts and not problems:
-        raise ValueError(f"nothing to index in {args.paths}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) "
-                         "or texts (.txt, .md, .jsonl)")
+        raise ValueError(
+            f"nothing to index in {args.paths}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) "
+            "or texts (.txt, .md, .jsonl)"
+        )
     engine = _engine(args)
     report = engine.index(
         texts=[t[0] for t in texts],
@@ -144,7 +183,9 @@ def run_index(args) -> int:
         report.skipped.append(SkippedItem(src, modality, reason))
     print(report.summary() if not args.quiet else report.summary().splitlines()[0])
     counts = engine.store.counts()
-    print(f"store {args.name!r} now holds " + ", ".join(f"{n} {m}" for m, n in sorted(counts.items())))
+    print(
+        f"store {args.name!r} now holds " + ", ".join(f"{n} {m}" for m, n in sorted(counts.items()))
+    )
     if not engine.is_calibrated:
         print("next: run `mmgap calibrate` so that search can compare texts and images")
     return 0
@@ -152,7 +193,8 @@ def run_index(args) -> int:
 
 # ---------------------------------------------------------------------------- calibrate
 def run_calibrate(args) -> int:
-    engine = _engine(args)
+    # Calibration reads stored vectors: only calibration query texts need the model.
+    engine = _engine(args, needs_model=bool(args.queries) and not args.import_path)
     if args.import_path:
         engine.import_calibration(args.import_path)
         print(f"imported calibration from {args.import_path}")
@@ -162,7 +204,9 @@ def run_calibrate(args) -> int:
             from ..evalio import read_lines
 
             queries = read_lines(args.queries, "calibration queries")
-        qms = [m.strip() for m in args.query_modalities.split(",")] if args.query_modalities else None
+        qms = (
+            [m.strip() for m in args.query_modalities.split(",")] if args.query_modalities else None
+        )
         engine.calibrate(queries, sample=args.sample, query_modalities=qms)
     print(describe_calibration(engine))
     if args.export:
@@ -190,7 +234,9 @@ def describe_calibration(engine) -> str:
         gap = std.gap(q)
         if len(gap) > 1:
             hi, lo = max(gap, key=gap.get), min(gap, key=gap.get)
-            lines.append(f"  gap for {q} queries: {hi} - {lo} = {gap[hi] - gap[lo]:.4f} (mean best cosine)")
+            lines.append(
+                f"  gap for {q} queries: {hi} - {lo} = {gap[hi] - gap[lo]:.4f} (mean best cosine)"
+            )
     return "\n".join(lines)
 
 
@@ -262,7 +308,9 @@ def side_by_side(raw, cal, width: int = 44) -> str:
 def run_inspect(args) -> int:
     import numpy as np
 
-    engine = _engine(args)
+    from ..calibration import query_best_hits
+
+    engine = _engine(args, needs_model=False)  # probes are stored vectors
     counts = engine.store.counts()
     print(f"store {args.name!r}: " + ", ".join(f"{n} {m}" for m, n in sorted(counts.items())))
     print(f"model: {engine.store.model_id}  dim: {engine.store.dim}")
@@ -284,20 +332,21 @@ def run_inspect(args) -> int:
                 res = engine.search(embedding=vec, query_modality=qm, k=args.k + 1, method=method)
                 for h in [h for h in res.hits if h.id != pid][: args.k]:
                     share[h.modality] += 1
-        top1 = {}
-        for m, h in engine.store.query_modalities(probes, 2).items():
-            best = [next((s for cid, s in zip(ids, row) if cid != pid), None)
-                    for pid, ids, row in zip(probe_ids, h.ids, h.scores)]
-            top1[m] = np.asarray([b for b in best if b is not None], dtype=np.float64)
+        # Each probe's best score per modality, the probe itself excluded.
+        best = query_best_hits(engine.store, probes, probe_ids)
+        top1 = {m: v[~np.isnan(v)] for m, v in best.items()}
         n = max(len(probes) * args.k, 1)
         print(f"top-{args.k} modality share for {len(probes)} {qm} probe queries (store items):")
         for m in sorted(counts):
             print(f"  {m:<6} raw {share_raw[m] / n:6.1%}   calibrated {share_cal[m] / n:6.1%}")
-        panels[f"{qm} queries"] = ({m: v for m, v in top1.items() if v.size}, engine.standardizer, qm)
+        panels[f"{qm} queries"] = (
+            {m: v for m, v in top1.items() if v.size},
+            engine.standardizer,
+            qm,
+        )
     if args.plot:
         from ..plotting import plot_gap
 
         plot_gap(panels, args.plot, what="best score per modality (probe queries)")
         print(f"wrote {args.plot}")
     return 0
-

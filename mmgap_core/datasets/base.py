@@ -1,9 +1,10 @@
-"""Common types for benchmark datasets (MMQA, WebQA) used to reproduce the paper's experiment.
+"""Common types for benchmark datasets (MMQA, WebQA, MixBench) used by ``mmgap reproduce``.
 
-A benchmark is a list of text queries, each with a gold modality ("text" or "image"), the ids of its
-gold corpus items and, in the *context* setting, its own candidate pool. The corpus is a dict of text
-passages plus a dict of :class:`ImageRef` (where the image bytes live). Loading never decodes pixels:
-it only checks that image files / records exist.
+A benchmark is a list of text queries, each with a gold modality ("text", "image" or, in MixBench,
+"multimodal"), the ids of its gold corpus items and, in the *context* setting, its own candidate
+pool. The corpus is a dict of text passages, a dict of :class:`ImageRef` (where the image bytes
+live) and, for MixBench, a dict of :class:`DocumentRef` (a text and an image embedded together).
+Loading never decodes pixels: it only checks that image files / records exist.
 
 Everything here is standard library only.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import collections
+import dataclasses
 import gzip
 import json
 from collections.abc import Iterator
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 MODALITIES = ("text", "image")
+KINDS = ("text", "image", "multimodal")  # corpus item kinds of a three-kind benchmark (MixBench)
 POOLS = ("context", "global")
 
 
@@ -27,9 +30,21 @@ POOLS = ("context", "global")
 class BenchmarkQuery:
     """One benchmark question.
 
-    ``gold_ids`` are corpus ids (passage ids for text questions, image ids for image questions).
-    ``pool_ids`` is the per-question candidate pool (text and image ids mixed) in the context
-    setting, ``None`` in the global setting (the whole corpus is the pool).
+    Attributes
+    ----------
+    id : str
+        The question id of the source file.
+    text : str
+        The question, used as a text query.
+    gold_modality : {"text", "image", "multimodal", "mixed"}
+        The kind of the gold items ("mixed": MixBench gold items of several kinds).
+    gold_ids : tuple of str
+        Corpus ids of the gold items (passage ids for text questions, image ids for image ones).
+    pool_ids : tuple of str or None
+        The question's own candidate pool (text and image ids mixed) in the context setting;
+        ``None`` in the global setting, where the whole corpus is the pool.
+    gold_scores : tuple of int or None
+        Graded relevance of each gold id (MixBench's qrel ``score``); ``None``: all 1.
     """
 
     id: str
@@ -37,11 +52,24 @@ class BenchmarkQuery:
     gold_modality: str
     gold_ids: tuple[str, ...]
     pool_ids: tuple[str, ...] | None = None
+    gold_scores: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
 class ImageRef:
-    """Where one corpus image's encoded bytes live: a file (MMQA) or a base64 TSV line (WebQA)."""
+    """Where one corpus image's encoded bytes live: a file (MMQA) or a base64 TSV line (WebQA).
+
+    Attributes
+    ----------
+    id : str
+        The image's corpus id.
+    title : str
+        The image's title from the dataset's metadata (may be empty).
+    path : pathlib.Path or None
+        The image file (MMQA); the loader has checked that it lies inside the image folder.
+    tsv, offset : pathlib.Path and int, or None
+        The TSV store and the byte offset of the image's ``id<TAB>base64`` line (WebQA).
+    """
 
     id: str
     title: str
@@ -52,10 +80,18 @@ class ImageRef:
     def load_bytes(self) -> bytes:
         """Return the encoded image bytes (JPEG/PNG/...), not decoded pixels.
 
-        Raises:
-            FileNotFoundError: the image file or the TSV store does not exist.
-            ValueError: the reference has no location, or the TSV line is malformed / holds
-                another image id / is not valid base64.
+        Returns
+        -------
+        bytes
+            The file's bytes, or the base64-decoded payload of the TSV line.
+
+        Raises
+        ------
+        FileNotFoundError
+            The image file or the TSV store does not exist.
+        ValueError
+            The reference has no location, or the TSV line is malformed, holds another image id
+            or is not valid base64.
         """
         if self.path is not None:
             if not self.path.is_file():
@@ -64,6 +100,25 @@ class ImageRef:
         if self.tsv is not None and self.offset is not None:
             return _read_tsv_image(self.tsv, self.offset, self.id)
         raise ValueError(f"image {self.id!r}: ImageRef has neither a path nor a tsv+offset")
+
+
+@dataclass(frozen=True)
+class DocumentRef:
+    """A multimodal corpus item (MixBench): a text and an image, embedded as one vector.
+
+    Attributes
+    ----------
+    id : str
+        The item's corpus id.
+    text : str
+        The item's text.
+    image : ImageRef
+        The item's image; the loader has checked that the file exists inside the image folder.
+    """
+
+    id: str
+    text: str
+    image: ImageRef
 
 
 def _read_tsv_image(tsv: Path, offset: int, image_id: str) -> bytes:
@@ -90,11 +145,31 @@ def _read_tsv_image(tsv: Path, offset: int, image_id: str) -> bytes:
 class BenchmarkDataset:
     """A loaded benchmark split: queries plus the corpus they retrieve from.
 
-    ``texts`` maps passage id -> passage text (``title + ". " + text``); ``images`` maps image id ->
-    :class:`ImageRef`. In the context setting the corpus holds exactly the items that some kept
-    query's pool references; in the global setting it holds every usable item.
-    ``skipped`` counts what was dropped while loading, by reason; ``source_files`` lists the
-    metadata files read (useful as a key for embedding caches).
+    In the context setting the corpus holds exactly the items that some kept query's pool
+    references; in the global setting it holds every usable item.
+
+    Attributes
+    ----------
+    name, split, pool : str
+        Dataset name ("mmqa", "webqa", "mixbench"), split ("dev", "val", ...; MixBench: the
+        subset) and pool ("context", "global").
+    queries : list of BenchmarkQuery
+        The kept questions, in file order.
+    texts : dict of str to str
+        Passage id -> passage text (``title + ". " + text``).
+    images : dict of str to ImageRef
+        Image id -> where its bytes live.
+    skipped : collections.Counter
+        What was dropped while loading, by reason (shown by :meth:`summary` and in reports).
+    source_files : list of pathlib.Path
+        The metadata files read.
+    documents : dict of str to DocumentRef
+        Multimodal item id -> its text and image (MixBench only; empty otherwise).
+    kinds : tuple of str
+        The corpus item kinds: :data:`MODALITIES`, or :data:`KINDS` for MixBench. With the two
+        modalities every kind must keep a question (the paper's same- vs cross-modal split).
+    meta : dict
+        Loader facts reported with the results (MixBench: subset, where the kinds came from).
     """
 
     name: str
@@ -105,23 +180,60 @@ class BenchmarkDataset:
     images: dict[str, ImageRef]
     skipped: collections.Counter = field(default_factory=collections.Counter)
     source_files: list[Path] = field(default_factory=list)
+    documents: dict[str, DocumentRef] = field(default_factory=dict)
+    kinds: tuple[str, ...] = MODALITIES
+    meta: dict = field(default_factory=dict)
+
+    def corpus_counts(self) -> dict[str, int]:
+        """Count the corpus items per kind.
+
+        Returns
+        -------
+        dict of str to int
+            ``{"text": passages, "image": images}``, plus ``"multimodal"`` for three kinds.
+        """
+        counts = {"text": len(self.texts), "image": len(self.images)}
+        if "multimodal" in self.kinds:
+            counts["multimodal"] = len(self.documents)
+        return counts
 
     def modality_counts(self) -> dict[str, int]:
-        """Number of queries per gold modality (``{"text": n, "image": m}``)."""
-        counts = dict.fromkeys(MODALITIES, 0)
+        """Count the queries per gold modality.
+
+        Returns
+        -------
+        dict of str to int
+            ``{"text": n, "image": m}`` (and ``"multimodal"``, ``"mixed"`` where they occur).
+        """
+        counts = dict.fromkeys(self.kinds, 0)
         for query in self.queries:
             counts[query.gold_modality] = counts.get(query.gold_modality, 0) + 1
         return counts
 
     def summary(self) -> str:
-        """Human readable counts: queries per modality, corpus size, skipped items per reason."""
+        """Describe the split: queries per modality, corpus size, skipped items per reason.
+
+        Returns
+        -------
+        str
+            A few human-readable lines.
+        """
         counts = self.modality_counts()
-        head = (
-            f"{self.name} {self.split} ({self.pool} pool): {len(self.queries)} queries "
-            f"({counts['text']} text, {counts['image']} image); corpus {len(self.texts)} passages "
-            f"+ {len(self.images)} images"
-        )
+        if self.kinds == MODALITIES:
+            head = (
+                f"{self.name} {self.split} ({self.pool} pool): {len(self.queries)} queries "
+                f"({counts['text']} text, {counts['image']} image); corpus {len(self.texts)} "
+                f"passages + {len(self.images)} images"
+            )
+        else:
+            gold = ", ".join(f"{n} {k}" for k, n in counts.items())
+            corpus = " + ".join(f"{n} {k}" for k, n in self.corpus_counts().items())
+            head = (
+                f"{self.name} {self.split} ({self.pool} pool): {len(self.queries)} queries "
+                f"(gold kind: {gold}); corpus {corpus} items"
+            )
         lines = [head]
+        lines += [f"  {k.replace('_', ' ')}: {v}" for k, v in self.meta.items() if k != "subset"]
         if self.pool == "context" and self.queries:
             sizes = [len(q.pool_ids or ()) for q in self.queries]
             lines.append(
@@ -141,14 +253,14 @@ class BenchmarkDataset:
 
 
 def check_pool(pool: str) -> str:
-    """Validate the ``pool`` argument."""
+    """Return ``pool`` if it is one of :data:`POOLS`, else raise ``ValueError``."""
     if pool not in POOLS:
         raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
     return pool
 
 
 def find_jsonl(root: Path, stem: str) -> Path | None:
-    """``root/stem.jsonl.gz`` or ``root/stem.jsonl``, whichever exists (gzip first)."""
+    """Return ``root/stem.jsonl.gz`` or ``root/stem.jsonl``, whichever exists (gzip first)."""
     for candidate in (root / f"{stem}.jsonl.gz", root / f"{stem}.jsonl"):
         if candidate.is_file():
             return candidate
@@ -177,7 +289,7 @@ def iter_jsonl(path: Path, skipped: collections.Counter) -> Iterator[tuple[int, 
 
 
 def require(record: dict, key: str, where: str):
-    """``record[key]``, or ValueError naming the missing field and where the record came from."""
+    """Return ``record[key]``; raise ``ValueError`` naming the field and ``where`` if missing."""
     try:
         return record[key]
     except KeyError:
@@ -187,19 +299,19 @@ def require(record: dict, key: str, where: str):
 
 
 def passage_text(title: str, text: str) -> str:
-    """The text indexed for a passage: ``title + ". " + text`` (just ``text`` if no title)."""
+    """Return the text indexed for a passage: ``title + ". " + text`` (``text`` if no title)."""
     title = (title or "").strip()
     text = (text or "").strip()
     return f"{title}. {text}" if title else text
 
 
 def unique(ids) -> tuple[str, ...]:
-    """Order-preserving de-duplication."""
+    """Return ``ids`` without duplicates, in first-seen order."""
     return tuple(dict.fromkeys(ids))
 
 
 def check_both_modalities(dataset: BenchmarkDataset) -> None:
-    """ValueError when the loaded split has no query of one of the two modalities."""
+    """Raise ``ValueError`` when the loaded split has no query of one of the two modalities."""
     counts = dataset.modality_counts()
     missing = [m for m in MODALITIES if counts.get(m, 0) == 0]
     if missing:
@@ -235,7 +347,11 @@ def assemble_dataset(
     skipped: collections.Counter,
     source_files: list[Path],
 ) -> BenchmarkDataset:
-    """Keep the questions whose gold items are all in the corpus, build their pools, check both modalities."""
+    """Build the dataset from parsed questions and the corpus.
+
+    Keeps the questions whose gold items are all in the corpus, builds their pools (context
+    setting), drops corpus items no kept pool cites, and checks that both modalities remain.
+    """
     queries: list[BenchmarkQuery] = []
     for cand in candidates:
         corpus = texts if cand.modality == "text" else images
@@ -265,3 +381,48 @@ def assemble_dataset(
     check_both_modalities(dataset)
     return dataset
 
+
+def limit_dataset(dataset: BenchmarkDataset, per_modality: int) -> BenchmarkDataset:
+    """Keep the first ``per_modality`` questions of each gold modality (file order).
+
+    Parameters
+    ----------
+    dataset : BenchmarkDataset
+        A loaded split.
+    per_modality : int
+        Questions to keep per gold modality, at least 1.
+
+    Returns
+    -------
+    BenchmarkDataset
+        A new dataset. In the context setting the corpus shrinks to the kept questions' pools; in
+        the global setting it stays whole (only the questions are limited).
+
+    Raises
+    ------
+    ValueError
+        ``per_modality`` is not a positive integer.
+    """
+    if isinstance(per_modality, bool) or not isinstance(per_modality, int) or per_modality < 1:
+        raise ValueError(f"limit: expected a positive number of questions, got {per_modality!r}")
+    seen: collections.Counter = collections.Counter()
+    kept: list[BenchmarkQuery] = []
+    for q in dataset.queries:
+        if seen[q.gold_modality] < per_modality:
+            seen[q.gold_modality] += 1
+            kept.append(q)
+    texts, images = dataset.texts, dataset.images
+    if dataset.pool == "context":
+        used = {i for q in kept for i in q.pool_ids or ()}
+        texts = {k: v for k, v in texts.items() if k in used}
+        images = {k: v for k, v in images.items() if k in used}
+    return dataclasses.replace(
+        dataset,
+        queries=kept,
+        texts=texts,
+        images=images,
+        skipped=collections.Counter(dataset.skipped),
+        source_files=list(dataset.source_files),
+        documents=dict(dataset.documents),
+        meta=dict(dataset.meta),
+    )

@@ -1,4 +1,4 @@
-"""MultiModalQA (MMQA, Talmor et al. 2021; github.com/allenai/multimodalqa) as a retrieval benchmark.
+"""MultiModalQA (MMQA, Talmor et al. 2021; github.com/allenai/multimodalqa) as a benchmark.
 
 Files read from ``root`` (each ``.jsonl.gz`` or plain ``.jsonl``):
 
@@ -14,7 +14,9 @@ Files read from ``root`` (each ``.jsonl.gz`` or plain ``.jsonl``):
 
 ``MMQA_images.jsonl.gz`` -- image metadata ``{"id", "title", "url", "path"}``; ``path`` names the
 file under ``root/final_dataset_images/`` (the folder in ``final_dataset_images.zip``) or
-``root/images/``.
+``root/images/``. A ``path`` must stay inside that folder: one that climbs out (``../x.png``), is
+absolute, or passes through a symlink leading out of the folder is skipped and counted as
+"image path outside the image folder" (the folder itself may be a symlink: the user laid it out).
 
 Only single-modality questions are kept: ``metadata.type`` ``TextQ`` whose supporting context is
 text only (gold modality "text") and ``ImageQ`` / ``ImageListQ`` whose supporting context is image
@@ -26,7 +28,8 @@ ImageListQ cites a gold image that its ``image_doc_ids`` lacks), filtered to the
 Global pool: every passage and image, ``pool_ids=None``.
 
 Bad input is counted in ``BenchmarkDataset.skipped`` and loading goes on: malformed JSON lines,
-empty passages, image files that do not exist, questions whose gold id is not in the corpus. In the
+empty passages, image files that do not exist or lie outside the image folder, questions whose
+gold id is not in the corpus. In the
 context setting only passages / images that some kept-type question cites are read and checked.
 A record missing a required field raises ``ValueError`` naming the file, line and field; a missing
 file or image folder raises ``FileNotFoundError``.
@@ -35,13 +38,14 @@ file or image folder raises ``FileNotFoundError``.
 from __future__ import annotations
 
 import collections
+import logging
 from pathlib import Path
 
 from .base import (
-    QuestionCandidate,
-    assemble_dataset,
     BenchmarkDataset,
     ImageRef,
+    QuestionCandidate,
+    assemble_dataset,
     check_pool,
     find_jsonl,
     iter_jsonl,
@@ -49,6 +53,9 @@ from .base import (
     require,
     unique,
 )
+from .paths import UnsafePathError, confined_path, resolve_folder
+
+logger = logging.getLogger(__name__)
 
 TEXT_TYPES = frozenset({"TextQ"})
 IMAGE_TYPES = frozenset({"ImageQ", "ImageListQ"})
@@ -65,7 +72,20 @@ SKIP_IMAGE_MISSING = "image file missing"
 
 
 def classify_question(qtype: str, doc_parts: set[str]) -> tuple[str | None, str | None]:
-    """``(gold_modality, None)`` for a usable question, else ``(None, skip_reason)``."""
+    """Classify a question by its ``metadata.type`` and the doc parts of its supporting context.
+
+    Parameters
+    ----------
+    qtype : str
+        ``metadata.type``, e.g. ``"TextQ"`` or ``"Compose(ImageQ,TextQ)"``.
+    doc_parts : set of str
+        The ``doc_part`` values of ``supporting_context``.
+
+    Returns
+    -------
+    tuple
+        ``(gold_modality, None)`` for a usable question, else ``(None, skip_reason)``.
+    """
     if not doc_parts:
         return None, SKIP_NO_CONTEXT
     if qtype in TEXT_TYPES and doc_parts == {"text"}:
@@ -148,12 +168,20 @@ def _read_images(
     path: Path, image_dir: Path, wanted: set[str] | None, skipped: collections.Counter
 ) -> dict[str, ImageRef]:
     images: dict[str, ImageRef] = {}
+    base = resolve_folder(image_dir)
     for line, record in iter_jsonl(path, skipped):
         where = f"{path.name} line {line}"
         iid = str(require(record, "id", where))
         if (wanted is not None and iid not in wanted) or iid in images:
             continue
-        file = image_dir / str(require(record, "path", where))
+        name = str(require(record, "path", where))
+        try:
+            confined_path(base, name)
+        except UnsafePathError as exc:
+            skipped[exc.reason] += 1
+            logger.warning("MMQA: %s (image %r): %s; skipped", where, iid, exc)
+            continue
+        file = image_dir / name
         if not file.exists():  # existence only: loading never decodes pixels
             skipped[SKIP_IMAGE_MISSING] += 1
             continue
@@ -164,16 +192,28 @@ def _read_images(
 def load_mmqa(root: str | Path, split: str = "dev", pool: str = "context") -> BenchmarkDataset:
     """Load an MMQA split as a text+image retrieval benchmark (see the module docstring).
 
-    Args:
-        root: folder holding ``MMQA_{split}.jsonl.gz``, ``MMQA_texts.jsonl.gz``,
-            ``MMQA_images.jsonl.gz`` and ``final_dataset_images/`` (or ``images/``).
-        split: ``"dev"`` or ``"train"`` (any ``MMQA_{split}`` file with supporting context).
-        pool: ``"context"`` (each question's own candidates) or ``"global"`` (whole corpus).
+    Parameters
+    ----------
+    root : str or os.PathLike
+        Folder holding ``MMQA_{split}.jsonl.gz``, ``MMQA_texts.jsonl.gz``,
+        ``MMQA_images.jsonl.gz`` and ``final_dataset_images/`` (or ``images/``).
+    split : str, default "dev"
+        ``"dev"`` or ``"train"`` (any ``MMQA_{split}`` file with supporting context).
+    pool : {"context", "global"}, default "context"
+        Each question's own candidates, or the whole corpus.
 
-    Raises:
-        FileNotFoundError: a required file or the image folder is missing.
-        ValueError: bad ``pool``, a record lacks a required field, or no question of one
-            modality survives loading.
+    Returns
+    -------
+    BenchmarkDataset
+        The kept questions and their corpus; ``skipped`` counts what was dropped, by reason.
+
+    Raises
+    ------
+    FileNotFoundError
+        A required file or the image folder is missing.
+    ValueError
+        Bad ``pool``, a record lacks a required field, or no question of one modality survives
+        loading.
     """
     root = Path(root)
     check_pool(pool)
@@ -196,5 +236,12 @@ def load_mmqa(root: str | Path, split: str = "dev", pool: str = "context") -> Be
     images = _read_images(images_file, image_dir, wanted, skipped)
 
     return assemble_dataset(
-        "mmqa", split, pool, candidates, texts, images, skipped, [question_file, texts_file, images_file]
+        "mmqa",
+        split,
+        pool,
+        candidates,
+        texts,
+        images,
+        skipped,
+        [question_file, texts_file, images_file],
     )

@@ -25,6 +25,11 @@ counted. Text corpus ids are ``snippet_id`` with text ``title + ". " + fact``; i
 ``str(image_id)``. Context pool: the question's positive + negative facts of both modalities.
 Global pool: union of all facts of the loaded split, ``pool_ids=None``.
 
+Paths: records name no files. An image is found by its id in ``imgs.tsv`` (an id is never joined
+to a path), so an id such as ``../../x.png`` or ``/etc/passwd`` is simply not in the store and is
+counted as "image not in imgs.tsv"; nothing outside ``root`` is read. The three files above are read
+at their fixed names in ``root`` (they may be symlinks the user placed there).
+
 Counted in ``skipped`` (loading goes on): empty facts, images absent from ``imgs.tsv``, questions
 whose gold id is not in the corpus. A record missing a field raises ``ValueError`` naming the guid
 and the field; missing files raise ``FileNotFoundError``. Loading never decodes images.
@@ -37,10 +42,10 @@ import json
 from pathlib import Path
 
 from .base import (
-    QuestionCandidate,
-    assemble_dataset,
     BenchmarkDataset,
     ImageRef,
+    QuestionCandidate,
+    assemble_dataset,
     check_pool,
     passage_text,
     require,
@@ -79,9 +84,7 @@ def _fact_list(record: dict, key: str, where: str) -> list:
     if facts is None:
         return []
     if not isinstance(facts, list):
-        raise ValueError(
-            f"{where}: field {key!r} must be a list, got {type(facts).__name__}"
-        )
+        raise ValueError(f"{where}: field {key!r} must be a list, got {type(facts).__name__}")
     return facts
 
 
@@ -111,12 +114,13 @@ class _TsvIndex:
         return image_id.decode("ascii", "replace").strip() if sep else None
 
     def locate(self, image_ids) -> dict[str, int]:
-        """image id -> byte offset, for the ids present in the store."""
+        """Map each id present in the store to the byte offset of its line."""
         found: dict[str, int] = {}
         unresolved = []
         with self.tsv.open("rb") as fh:
             for image_id in image_ids:
-                line = int(image_id) % LINE_RULE_MODULUS if image_id.isdigit() else -1
+                numeric = image_id.isascii() and image_id.isdigit()  # not "²": int() refuses it
+                line = int(image_id) % LINE_RULE_MODULUS if numeric else -1
                 if 0 <= line < len(self.offsets):
                     offset = self.offsets[line]
                     if self._id_at(fh, offset) == image_id:
@@ -150,12 +154,29 @@ def _load_json(path: Path) -> dict:
 
 
 def load_webqa(root: str | Path, split: str = "val", pool: str = "context") -> BenchmarkDataset:
-    """Load a WebQA split (``"train"`` or ``"val"``) as a retrieval benchmark (see module doc).
+    """Load a WebQA split as a text+image retrieval benchmark (see the module docstring).
 
-    Raises:
-        FileNotFoundError: ``WebQA_train_val.json``, ``imgs.tsv`` or ``imgs.lineidx`` is missing.
-        ValueError: bad ``pool``, invalid JSON, a record lacks a field, the split has no
-            questions, or no question of one modality survives loading.
+    Parameters
+    ----------
+    root : str or os.PathLike
+        Folder holding ``WebQA_train_val.json``, ``imgs.tsv`` and ``imgs.lineidx``.
+    split : {"val", "train"}, default "val"
+        The records whose ``split`` field has this value.
+    pool : {"context", "global"}, default "context"
+        Each question's own facts, or the union of all facts of the split.
+
+    Returns
+    -------
+    BenchmarkDataset
+        The kept questions and their corpus; ``skipped`` counts what was dropped, by reason.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``WebQA_train_val.json``, ``imgs.tsv`` or ``imgs.lineidx`` is missing.
+    ValueError
+        Bad ``pool``, invalid JSON, a record lacks a field, the split has no questions, or no
+        question of one modality survives loading.
     """
     root = Path(root)
     check_pool(pool)

@@ -2,12 +2,27 @@
 
 Importing this package does not import torch or open_clip; ``OpenClipEncoder`` is loaded on first
 access so numpy-only users (and other backends) pay nothing for it.
+
+Modules
+-------
+base
+    The contract: :class:`Encoder`, :class:`EmbeddingSet`, :class:`WeightsUnavailableError`.
+image_decoding
+    Safe decoding of untrusted image inputs (numpy + PIL only).
+batching
+    Input checks and the threaded decode-ahead pipeline (no torch).
+model_names, weights, model_ids
+    Which open_clip model and weights to load, whether they are available offline
+    (:func:`~mmgap_core.encoders.weights.weights_available_offline`), and the model-id format.
+open_clip
+    :class:`OpenClipEncoder` (the only module here that imports torch at import time).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from mmgap_core._lazy import lazy_module
 from mmgap_core.encoders.base import (
     MODALITIES,
     EmbeddingSet,
@@ -16,7 +31,7 @@ from mmgap_core.encoders.base import (
     WeightsUnavailableError,
 )
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # pragma: no cover
     from mmgap_core.encoders.open_clip import OpenClipEncoder
 
 __all__ = [
@@ -28,14 +43,20 @@ __all__ = [
     "WeightsUnavailableError",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name == "OpenClipEncoder":
-        from mmgap_core.encoders.open_clip import OpenClipEncoder
-
-        return OpenClipEncoder
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+_CLIP_LIBRARIES = ("torch", "open_clip", "PIL", "huggingface_hub")
 
 
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+def _missing_extra(exc: ModuleNotFoundError) -> str | None:
+    if (exc.name or "").split(".")[0] not in _CLIP_LIBRARIES:
+        return None
+    return (
+        f'{exc.name} is not installed: install the open_clip backend with pip install "mmgap[clip]"'
+    )
+
+
+__getattr__, __dir__ = lazy_module(
+    __name__,
+    {"OpenClipEncoder": ".open_clip"},
+    eager=[name for name in __all__ if name != "OpenClipEncoder"],
+    missing_hint=_missing_extra,
+)

@@ -16,7 +16,14 @@ import numpy as np
 if TYPE_CHECKING:
     from PIL import Image
 
-__all__ = ["EmbeddingSet", "Encoder", "ImageInput", "MODALITIES", "WeightsUnavailableError"]
+__all__ = [
+    "EmbeddingSet",
+    "Encoder",
+    "ImageInput",
+    "MODALITIES",
+    "WeightsUnavailableError",
+    "encoder_spec",
+]
 
 #: The two modalities an :class:`EmbeddingSet` can hold.
 MODALITIES = ("text", "image")
@@ -38,12 +45,18 @@ class WeightsUnavailableError(RuntimeError):
 class EmbeddingSet:
     """Vectors produced by one encoder for one modality, plus what was skipped.
 
-    Attributes:
-        vectors: ``[n_ok, dim]`` float32, one L2-normalised row per embedded item.
-        model_id: identity of the encoder + weights that produced the rows.
-        modality: ``"text"`` or ``"image"``.
-        indices: int64 positions (in the caller's input sequence) that produced the rows, in order.
-        failures: input position -> human-readable reason that item was skipped.
+    Attributes
+    ----------
+    vectors : numpy.ndarray
+        ``[n_ok, dim]`` float32, one L2-normalised row per embedded item.
+    model_id : str
+        Identity of the encoder + weights that produced the rows.
+    modality : str
+        ``"text"`` or ``"image"``.
+    indices : numpy.ndarray
+        int64 positions (in the caller's input sequence) that produced the rows, in order.
+    failures : dict of int to str
+        Input position -> human-readable reason that item was skipped.
     """
 
     vectors: np.ndarray
@@ -104,6 +117,16 @@ class Encoder(Protocol):
     Implementations return L2-normalised float32 rows in an :class:`EmbeddingSet`. An item that
     cannot be embedded (empty text, unreadable image, ...) is left out and recorded in
     ``failures`` with a reason, unless ``strict=True``, in which case ``ValueError`` is raised.
+    The engine indexes with the batch methods and searches with the query methods. An encoder
+    that can be rebuilt later (by :func:`mmgap_core.factory.open_engine`) also offers ``spec()``,
+    see :func:`encoder_spec`.
+
+    Attributes
+    ----------
+    model_id : str
+        Identity of the model and its weights; a store refuses vectors of another model.
+    dim : int
+        Embedding width.
     """
 
     model_id: str
@@ -130,3 +153,32 @@ class Encoder(Protocol):
     ) -> EmbeddingSet:
         """Embed images given as paths, PIL images or encoded bytes."""
         ...
+
+    def embed_query_text(self, text: str) -> np.ndarray:
+        """One query text -> ``[dim]`` float32 unit vector; ``ValueError`` naming the reason if not."""
+        ...
+
+    def embed_query_image(self, image: ImageInput) -> np.ndarray:
+        """One query image -> ``[dim]`` float32 unit vector; ``ValueError`` naming the reason if not."""
+        ...
+
+
+def encoder_spec(encoder: object) -> dict | None:
+    """How to rebuild ``encoder`` later, as the encoder describes itself, or ``None``.
+
+    Parameters
+    ----------
+    encoder : object
+        Any encoder. One that can be rebuilt offers ``spec()``, returning a JSON-safe dict such as
+        ``{"kind": "open_clip", "model_name": ..., "pretrained": ..., "model_config": ...}``.
+
+    Returns
+    -------
+    dict or None
+        ``encoder.spec()``, or ``None`` when the encoder has no ``spec`` or returns ``None``.
+    """
+    spec = getattr(encoder, "spec", None)
+    if not callable(spec):
+        return None
+    value = spec()
+    return None if value is None else dict(value)

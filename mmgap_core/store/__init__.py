@@ -1,39 +1,46 @@
-"""Vector stores for mmgap. ``base`` is numpy-only; the Chroma backend loads chromadb on first use."""
+"""Vector stores for mmgap.
+
+``base`` (result types, the store protocols) and ``errors`` need numpy at most; the Chroma backend
+loads chromadb on first use of one of its names:
+
+* :class:`ChromaStore` (``chroma_store``): mmgap's own layout, one collection per modality;
+* :class:`ForeignLayout` (``chroma_foreign``): read-only views of LangChain, LlamaIndex and mixed
+  collections;
+* :func:`detect_layout`, :func:`open_store` (``chroma_detect``): pick the reader for a collection.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from mmgap_core.store.base import AddResult, ModalityHits, VectorStore, as_query_matrix
+from mmgap_core._lazy import lazy_module
+from mmgap_core.store.base import AddResult, ModalityHits, VectorStore
+from mmgap_core.store.errors import StoreUnavailableError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from mmgap_core.store.chroma import (
-        ChromaStore,
-        ForeignLayout,
-        detect_layout,
-        is_base64_image,
-        open_store,
-    )
+    from mmgap_core.store.chroma_detect import detect_layout, open_store
+    from mmgap_core.store.chroma_foreign import ForeignLayout
+    from mmgap_core.store.chroma_store import ChromaStore
 
 __all__ = [
     "AddResult",
     "ChromaStore",
     "ForeignLayout",
     "ModalityHits",
+    "StoreUnavailableError",
     "VectorStore",
-    "as_query_matrix",
     "detect_layout",
-    "is_base64_image",
     "open_store",
 ]
 
-_CHROMA_NAMES = {"ChromaStore", "ForeignLayout", "detect_layout", "is_base64_image", "open_store"}
-
-
-def __getattr__(name: str) -> Any:
-    # Importing chromadb is slow and optional: only when a Chroma name is asked for.
-    if name in _CHROMA_NAMES:
-        from mmgap_core.store import chroma
-
-        return getattr(chroma, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# Importing chromadb is slow and optional: only when a Chroma name is asked for.
+__getattr__, __dir__ = lazy_module(
+    __name__,
+    {
+        "ChromaStore": ".chroma_store",
+        "ForeignLayout": ".chroma_foreign",
+        "detect_layout": ".chroma_detect",
+        "open_store": ".chroma_detect",
+    },
+    eager=("AddResult", "ModalityHits", "StoreUnavailableError", "VectorStore"),
+)

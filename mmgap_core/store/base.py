@@ -1,4 +1,4 @@
-"""Backend-neutral result types and the read protocol every vector store offers (numpy only)."""
+"""Backend-neutral result types and the protocols of a vector store (numpy only)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ __all__ = [
     "AddResult",
     "ModalityHits",
     "VectorStore",
-    "as_query_matrix",
+    "WritableVectorStore",
 ]
 
 
@@ -24,14 +24,22 @@ class ModalityHits:
     that was asked for, so ``scores[:, 0]`` is every query's top-1 even when a row is short;
     the missing tail of a row is ``-inf`` (and zeros in ``embeddings``).
 
-    Attributes:
-        modality: the modality label these hits come from.
-        ids: ``[Q][k_q]`` item ids.
-        scores: ``[Q, k]`` float32 cosine similarity, padded with ``-inf``.
-        documents: ``[Q][k_q]`` stored text (``None`` where there is none).
-        uris: ``[Q][k_q]`` stored URI (``None`` where there is none).
-        metadatas: ``[Q][k_q]`` metadata dicts (``{}`` where there is none).
-        embeddings: ``[Q, k, d]`` float32 hit embeddings when asked for, else ``None``.
+    Attributes
+    ----------
+    modality : str
+        The modality label these hits come from.
+    ids : list of list of str
+        ``[Q][k_q]`` item ids.
+    scores : numpy.ndarray
+        ``[Q, k]`` float32 cosine similarity, padded with ``-inf``.
+    documents : list of list of str or None
+        ``[Q][k_q]`` stored text (``None`` where there is none).
+    uris : list of list of str or None
+        ``[Q][k_q]`` stored URI (``None`` where there is none).
+    metadatas : list of list of dict
+        ``[Q][k_q]`` metadata dicts (``{}`` where there is none).
+    embeddings : numpy.ndarray or None
+        ``[Q, k, d]`` float32 hit embeddings when asked for, else ``None``.
     """
 
     modality: str
@@ -78,34 +86,23 @@ class AddResult:
     skipped: dict[str, str] = field(default_factory=dict)
 
 
-def as_query_matrix(embeddings: Any, *, dim: int | None = None, what: str = "query") -> np.ndarray:
-    """Return ``embeddings`` as a C-contiguous float32 ``[Q, d]`` matrix or raise ``ValueError``.
-
-    A single vector ``[d]`` becomes ``[1, d]``. Rejects empty dimension, NaN/inf, and a width other
-    than ``dim`` when ``dim`` is given.
-    """
-    arr = np.asarray(embeddings, dtype=np.float32)
-    if arr.ndim == 1:
-        arr = arr[None, :]
-    if arr.ndim != 2:
-        raise ValueError(f"{what} embeddings must be a [n, d] matrix, got shape {arr.shape}")
-    if arr.shape[1] == 0:
-        raise ValueError(f"{what} embeddings have dimension 0")
-    if dim is not None and arr.shape[1] != dim:
-        raise ValueError(
-            f"{what} embeddings have dimension {arr.shape[1]} but the store holds dimension {dim}"
-        )
-    bad = ~np.isfinite(arr).all(axis=1)
-    if bad.any():
-        raise ValueError(
-            f"{what} embeddings contain NaN or inf (row {int(np.flatnonzero(bad)[0])})"
-        )
-    return np.ascontiguousarray(arr)
-
-
 @runtime_checkable
 class VectorStore(Protocol):
-    """The read API the mmgap core needs from a store of per-modality embeddings."""
+    """What the mmgap core asks of a store of per-modality embeddings.
+
+    Every store offers this: mmgap's own layout and the read-only views of collections that other
+    libraries wrote. Stores the engine can index into also offer :class:`WritableVectorStore`.
+    """
+
+    @property
+    def dim(self) -> int | None:
+        """Embedding dimension, or ``None`` when the store is empty/unknown."""
+        ...
+
+    @property
+    def model_id(self) -> str | None:
+        """Embedding model id the store was built with, or ``None`` if unknown."""
+        ...
 
     def modalities(self) -> list[str]:
         """Modality labels present in the store."""
@@ -131,7 +128,7 @@ class VectorStore(Protocol):
         """Top-``k`` cosine hits in one modality for each query row."""
         ...
 
-    def query_modalities(
+    def query_per_modality(
         self,
         embeddings: np.ndarray,
         k_per_modality: int | Mapping[str, int],
@@ -140,7 +137,7 @@ class VectorStore(Protocol):
         modalities: Sequence[str] | None = None,
         include_embeddings: bool = False,
     ) -> dict[str, ModalityHits]:
-        """``query`` for several modalities at once."""
+        """:meth:`query` for several modalities at once (one ``k``, or a ``{modality: k}`` dict)."""
         ...
 
     def iter_embeddings(
@@ -155,16 +152,41 @@ class VectorStore(Protocol):
         """A reproducible random sample ``(ids, documents, embeddings)`` of ``modality``."""
         ...
 
-    @property
-    def dim(self) -> int | None:
-        """Embedding dimension, or ``None`` when the store is empty/unknown."""
-        ...
-
-    @property
-    def model_id(self) -> str | None:
-        """Embedding model id the store was built with, or ``None`` if unknown."""
-        ...
-
     def load_calibration(self) -> dict | None:
-        """Stored calibration data, or ``None``."""
+        """Stored calibration data (a JSON-safe dict), or ``None``."""
+        ...
+
+    def save_calibration(self, data: Mapping[str, Any]) -> None:
+        """Store calibration data (a JSON-safe dict) with the store."""
+        ...
+
+
+@runtime_checkable
+class WritableVectorStore(VectorStore, Protocol):
+    """A :class:`VectorStore` the engine can index into, with a manifest of store-level facts."""
+
+    def existing_ids(self, modality: str, ids: Sequence[str]) -> set[str]:
+        """The subset of ``ids`` already stored in ``modality``."""
+        ...
+
+    def add(
+        self,
+        modality: str,
+        ids: Sequence[str],
+        embeddings: Any,
+        *,
+        documents: Sequence[str | None] | None = None,
+        uris: Sequence[str | None] | None = None,
+        metadatas: Sequence[Mapping[str, Any] | None] | None = None,
+        model_id: str | None = None,
+    ) -> AddResult:
+        """Add items to ``modality``; ids already present are skipped, never overwritten."""
+        ...
+
+    def read_manifest(self) -> dict[str, Any]:
+        """Store-level data (``model_id``, ``dim``, ``encoder``, ...)."""
+        ...
+
+    def update_manifest(self, **fields: Any) -> dict[str, Any]:
+        """Merge ``fields`` into the manifest (``None`` deletes a key) and return the result."""
         ...

@@ -1,0 +1,206 @@
+"""Ranking quality of every fusion method on real CLIP embeddings and on every simulator profile.
+
+Data:
+
+* ``coco-t2i`` / ``coco-i2t``: OpenAI CLIP ViT-B/16 on 500 MS-COCO image-caption pairs
+  (``benchmarks/data/real-embeddings``, MIT). t2i: the queries are the captions of the even pairs;
+  the corpus is all 500 images plus the captions of the odd pairs (distractors); the relevant item
+  is the query's own image. i2t: the same with the sides swapped.
+* every simulator profile, at its own seed and at ``--seeds - 1`` other seeds.
+
+Every method runs through ``evaluate_embeddings`` (the code behind ``mmgap eval``), transductive
+calibration, ``--pool`` candidates per modality. The table gives R@1, R@10 and nDCG@10 for queries
+whose relevant item is in the other modality (cross) and in the query's own (same). The last lines
+check the default method against the bound of issue 9: on every set, its cross-modal R@10 and
+nDCG@10 are at least the best baseline's minus 0.01, and so are its same-modal ones (``raw`` left out).
+
+Run from the repository root::
+
+    .venv/bin/python benchmarks/bench_quality.py [--seeds 3] [--pool 50] [--json OUT.json]
+    .venv/bin/python benchmarks/bench_quality.py --sensitivity   # the default at pool 10..200
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mmgap_core.evaluation import evaluate_embeddings  # noqa: E402
+from mmgap_core.fusion import DEFAULT_METHOD, METHOD_NAMES  # noqa: E402
+from mmgap_core.jsonio import write_json  # noqa: E402
+from mmgap_core.simulator import PROFILES, simulate  # noqa: E402
+
+COCO = Path(__file__).resolve().parent / "data" / "real-embeddings" / "clip_vitb16_coco500.npy"
+BASELINES = ("raw", "standardize", "zscore-per-query", "minmax", "rrf", "center")
+METRICS = ("recall@1", "recall@10", "ndcg@10")
+SEED_STEP = 7919  # other seeds of a profile: its own seed plus multiples of a prime
+
+
+@dataclasses.dataclass
+class EvalSet:
+    """One retrieval set: query and corpus embeddings, corpus labels, one relevant row per query."""
+
+    name: str
+    queries: np.ndarray
+    query_modality: str
+    corpus: np.ndarray
+    labels: np.ndarray
+    relevant: np.ndarray
+
+    @property
+    def qrels(self) -> np.ndarray:
+        n = self.queries.shape[0]
+        return np.stack([np.arange(n), self.relevant, np.ones(n, dtype=np.int64)], axis=1)
+
+
+def coco_sets(path: Path = COCO) -> list[EvalSet]:
+    """The t2i and i2t sets of issue 9, built from the COCO CLIP array ``[2, 500, 512]``."""
+    arr = np.load(path)
+    images, captions = arr[0], arr[1]
+    n = images.shape[0]
+    even, odd = np.arange(0, n, 2), np.arange(1, n, 2)
+    t2i = EvalSet(
+        "coco-t2i",
+        captions[even],
+        "text",
+        np.concatenate([images, captions[odd]]),
+        np.array(["image"] * n + ["text"] * odd.size),
+        even.copy(),
+    )
+    i2t = EvalSet(
+        "coco-i2t",
+        images[even],
+        "image",
+        np.concatenate([captions, images[odd]]),
+        np.array(["text"] * n + ["image"] * odd.size),
+        even.copy(),
+    )
+    return [t2i, i2t]
+
+
+def simulator_sets(profiles, seeds: int) -> list[EvalSet]:
+    """Each profile at its own seed and ``seeds - 1`` others."""
+    out = []
+    for name in profiles:
+        for i in range(seeds):
+            p = PROFILES[name]
+            p = p if i == 0 else dataclasses.replace(p, seed=p.seed + SEED_STEP * i)
+            d = simulate(p)
+            label = name if i == 0 else f"{name}@seed+{i}"
+            out.append(
+                EvalSet(label, d.queries, d.query_modality, d.corpus, d.modalities, d.relevant_rows)
+            )
+    return out
+
+
+def evaluate_set(s: EvalSet, methods, pool: int) -> dict:
+    """``{method: {"cross"|"same": {metric: value}}}`` for one set."""
+    report = evaluate_embeddings(
+        s.queries,
+        s.corpus,
+        s.labels,
+        s.qrels,
+        query_modality=s.query_modality,
+        methods=list(methods),
+        ks=(1, 10),
+        pool=min(pool, int(min(np.unique(s.labels, return_counts=True)[1]))),
+    )
+    out: dict = {m: {"cross": {}, "same": {}} for m in methods}
+    targets = s.labels[s.relevant]
+    n_same = int((targets == s.query_modality).sum())
+    n_cross = int(targets.size - n_same)
+    for row in report.results:
+        if row["subset"] in ("all", "mixed") or row["metric"] not in METRICS:
+            continue
+        part = "same" if row["subset"] == s.query_modality else "cross"
+        out[row["method"]][part][row["metric"]] = row["value"]
+    out["_n"] = {"cross": n_cross, "same": n_same}
+    return out
+
+
+def bound_failures(name: str, res: dict, method: str) -> list[str]:
+    """Where ``method`` misses the issue-9 bound on one set."""
+    fails = []
+    for part, baselines in (("cross", BASELINES), ("same", [b for b in BASELINES if b != "raw"])):
+        if not res["_n"][part]:
+            continue
+        for metric in ("recall@10", "ndcg@10"):
+            best_name = max(baselines, key=lambda b: res[b][part].get(metric, -1.0))
+            best = res[best_name][part][metric]
+            value = res[method][part][metric]
+            if value < best - 0.01:
+                fails.append(
+                    f"{name}: {part}-modal {metric} {value:.3f} < {best_name} {best:.3f} - 0.01"
+                )
+    return fails
+
+
+def format_table(name: str, res: dict, methods, default: str) -> str:
+    head = (
+        f"== {name}  (cross-modal queries: {res['_n']['cross']}, same-modal: {res['_n']['same']})"
+    )
+    cols = "".join(
+        f"{p + ' ' + m.replace('recall', 'R'):>15}" for p in ("cross", "same") for m in METRICS
+    )
+    lines = [head, f"  {'method':<22}{cols}"]
+    for m in methods:
+        cells = ""
+        for part in ("cross", "same"):
+            for metric in METRICS:
+                v = res[m][part].get(metric)
+                cells += f"{'-' if v is None or v != v else f'{v:.3f}':>15}"
+        mark = " *" if m == default else ""
+        lines.append(f"  {m + mark:<22}{cells}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seeds", type=int, default=3, help="simulator seeds per profile")
+    ap.add_argument("--pool", type=int, default=50, help="candidates per modality (k_per_modality)")
+    ap.add_argument("--profiles", default="all", help="comma-separated simulator profiles, or all")
+    ap.add_argument("--no-coco", action="store_true", help="leave out the two COCO sets")
+    ap.add_argument(
+        "--sensitivity",
+        action="store_true",
+        help="rerun the bound check at pool 10, 20, 50, 100 and 200",
+    )
+    ap.add_argument("--json", metavar="OUT.json", help="also write every number as JSON")
+    args = ap.parse_args(argv)
+
+    profiles = list(PROFILES) if args.profiles == "all" else args.profiles.split(",")
+    sets = ([] if args.no_coco else coco_sets()) + simulator_sets(profiles, args.seeds)
+    methods = [m for m in METHOD_NAMES if m != "standardize-gold"] + ["standardize-gold"]
+    pools = (10, 20, 50, 100, 200) if args.sensitivity else (args.pool,)
+    out: dict = {"default_method": DEFAULT_METHOD, "pools": {}}
+    for pool in pools:
+        t0 = time.perf_counter()
+        results, fails = {}, []
+        for s in sets:
+            res = evaluate_set(s, methods, pool)
+            results[s.name] = res
+            fails += bound_failures(s.name, res, DEFAULT_METHOD)
+            if not args.sensitivity:
+                print(format_table(s.name, res, methods, DEFAULT_METHOD))
+        out["pools"][pool] = {"results": results, "bound_failures": fails}
+        print(
+            f"\npool {pool}: default method {DEFAULT_METHOD!r} (marked *) misses the bound in "
+            f"{len(fails)} of {4 * len(sets)} checks ({time.perf_counter() - t0:.0f} s)"
+        )
+        for f in fails:
+            print(f"  {f}")
+    if args.json:
+        write_json(args.json, out)
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,194 @@
+"""The ``mmgap.calibration`` schema: every field checked before a record is built.
+
+Each check raises :class:`CalibrationFormatError` with one line that names the field and what is
+wrong with it; values are described safely (a container is never printed, so deeply nested or huge
+input cannot blow up the message).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NoReturn
+
+import numpy as np
+
+from ..stats import FORMAT_NAME as STANDARDIZER_FORMAT
+from ..stats import FORMAT_VERSION as STANDARDIZER_VERSION
+from ..stats import ModalityStandardizer
+
+__all__ = ["CalibrationFormatError"]
+
+
+class CalibrationFormatError(ValueError):
+    """Calibration data does not follow the ``mmgap.calibration`` schema; the message says where."""
+
+
+def fail(message: str) -> NoReturn:
+    """Raise :class:`CalibrationFormatError` with ``message``, prefixed with where it comes from."""
+    raise CalibrationFormatError(f"calibration data: {message}")
+
+
+def describe(value: Any) -> str:
+    """A short, safe description of a JSON value (never the repr of a container)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"boolean {str(value).lower()}"
+    if isinstance(value, (int, float)):
+        return f"number {value!r}"
+    if isinstance(value, str):
+        shown = value if len(value) <= 40 else value[:37] + "..."
+        return f"string {shown!r}"
+    if isinstance(value, (list, tuple)):
+        return f"a list of {len(value)} items"
+    if isinstance(value, dict):
+        return f"an object with {len(value)} keys"
+    return type(value).__name__
+
+
+def _name(value: str | int | None) -> str:
+    return "null" if value is None else repr(value)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _finite(value: Any, where: str) -> float:
+    if not _is_number(value) or not math.isfinite(value):
+        fail(f"{where} must be a finite number, got {describe(value)}")
+    return float(value)
+
+
+def _int(value: Any, where: str, *, minimum: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        kind = "a positive integer" if minimum == 1 else "a non-negative integer"
+        fail(f"{where} must be {kind}, got {describe(value)}")
+    return int(value)
+
+
+def _label(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        fail(f"{where} must be a non-empty string, got {describe(value)}")
+    return value
+
+
+def opt_str(data: dict, key: str, where: str | None = None) -> str | None:
+    """``data[key]``: a string or null (missing is null)."""
+    value = data.get(key)
+    if value is not None and not isinstance(value, str):
+        fail(f"{where or key} must be a string or null, got {describe(value)}")
+    return value
+
+
+def opt_positive_int(data: dict, key: str, where: str) -> int | None:
+    """``data[key]``: a positive integer or null (missing is null)."""
+    value = data.get(key)
+    return None if value is None else _int(value, where, minimum=1)
+
+
+def counts(value: Any, where: str, *, optional: bool) -> dict[str, int]:
+    """An object mapping modality labels to non-negative integer counts."""
+    if value is None and optional:
+        return {}
+    if not isinstance(value, dict):
+        fail(f"{where} must be an object mapping modality to a count, got {describe(value)}")
+    return {
+        _label(m, f"{where} key"): _int(n, f"{where}[{m!r}]", minimum=0) for m, n in value.items()
+    }
+
+
+def center_means(value: Any, dim: int | None) -> dict[str, np.ndarray] | None:
+    """Null, or mean vectors per modality: finite numbers, one width (``dim`` when known)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not value:
+        fail(f"center_means must be null or an object of mean vectors, got {describe(value)}")
+    means, width = {}, dim
+    for m, vec in value.items():
+        where = f"center_means[{_label(m, 'center_means key')!r}]"
+        if not isinstance(vec, list) or not vec or not all(map(_is_number, vec)):
+            fail(f"{where} must be a non-empty list of numbers, got {describe(vec)}")
+        arr = np.asarray(vec, dtype=np.float64)
+        if not np.isfinite(arr).all():
+            fail(f"{where} contains NaN or inf")
+        if width is not None and arr.shape[0] != width:
+            fail(f"{where} has {arr.shape[0]} values, expected {width}")
+        width = arr.shape[0]
+        means[m] = arr
+    return means
+
+
+def standardizer(value: Any, model_id: str | None, dim: int | None) -> ModalityStandardizer:
+    """A ``mmgap.standardizer`` object fitted for the record's own model and dimension."""
+    if not isinstance(value, dict):
+        fail(f"standardizer must be an object, got {describe(value)}")
+    if value.get("format") != STANDARDIZER_FORMAT or value.get("version") != STANDARDIZER_VERSION:
+        fail(f"standardizer is not {STANDARDIZER_FORMAT!r} version {STANDARDIZER_VERSION} data")
+    std_model = opt_str(value, "model_id", "standardizer.model_id")
+    if std_model != model_id:
+        fail(
+            f"the standardizer was fitted for model {_name(std_model)} but the record is for "
+            f"model {_name(model_id)}"
+        )
+    std_dim = opt_positive_int(value, "dim", "standardizer.dim")
+    if std_dim != dim:
+        fail(
+            f"the standardizer was fitted for dimension {_name(std_dim)} but the record is for "
+            f"dimension {_name(dim)}"
+        )
+    if "min_std" in value and (_finite(value["min_std"], "standardizer.min_std") <= 0):
+        fail("standardizer.min_std must be positive")
+    rows = value.get("stats")
+    if not isinstance(rows, list) or not rows:
+        fail(f"standardizer.stats must be a non-empty list, got {describe(rows)}")
+    seen = set()
+    for i, row in enumerate(rows):
+        where = f"standardizer.stats[{i}]"
+        if not isinstance(row, dict):
+            fail(f"{where} must be an object, got {describe(row)}")
+        key = (
+            _label(row.get("query_modality"), f"{where}.query_modality"),
+            _label(row.get("candidate_modality"), f"{where}.candidate_modality"),
+        )
+        if key in seen:
+            fail(f"{where} repeats the statistics of {key}")
+        seen.add(key)
+        _int(row.get("count"), f"{where}.count", minimum=1)
+        _finite(row.get("mean"), f"{where}.mean")
+        if _finite(row.get("m2"), f"{where}.m2") < 0:
+            fail(f"{where}.m2 must be >= 0")
+        if "std" in row and row["std"] is not None:
+            _finite(row["std"], f"{where}.std")
+        if "fallback" in row and not isinstance(row["fallback"], bool):
+            fail(f"{where}.fallback must be a boolean, got {describe(row['fallback'])}")
+    try:
+        return ModalityStandardizer.from_dict(value)
+    except (ValueError, TypeError, OverflowError) as exc:  # pragma: no cover - checked above
+        fail(f"standardizer: {exc}")
+
+
+def background_scale(value: Any, model_id: str | None, dim: int | None):
+    """Null, or a ``mmgap.background_scale`` object fitted for the record's model and dimension."""
+    from ..background import BackgroundScale
+
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        fail(f"background_scale must be null or an object, got {describe(value)}")
+    bg_model = opt_str(value, "model_id", "background_scale.model_id")
+    if bg_model != model_id:
+        fail(
+            f"the background scale was fitted for model {_name(bg_model)} but the record is for "
+            f"model {_name(model_id)}"
+        )
+    bg_dim = value.get("dim")
+    if bg_dim != dim:
+        fail(
+            f"the background scale was fitted for dimension {_name(bg_dim)} but the record is "
+            f"for dimension {_name(dim)}"
+        )
+    try:
+        return BackgroundScale.from_dict(value)
+    except (ValueError, TypeError, OverflowError, ZeroDivisionError) as exc:
+        fail(str(exc))

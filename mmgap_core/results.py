@@ -1,0 +1,211 @@
+"""What the engine hands back: search hits, index reports, and the content ids items are stored under."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .fusion import FusedRanking
+    from .store.base import ModalityHits
+
+__all__ = ["Hit", "IndexReport", "SearchResult", "SkippedItem", "content_id"]
+
+
+@dataclass
+class Hit:
+    """One merged search result.
+
+    Attributes
+    ----------
+    id : str
+        The stored item's id (a content hash, see :func:`content_id`).
+    modality : str
+        The modality the item is stored under (``"text"``, ``"image"``).
+    score : float
+        Calibrated score (a z score for ``standardize``); comparable across modalities.
+    raw_score : float
+        The cosine similarity between query and item.
+    rank : int
+        1-based position in the merged ranking.
+    text, uri : str or None
+        The stored text, or the image's URI.
+    metadata : dict
+        The stored metadata.
+    """
+
+    id: str
+    modality: str
+    score: float
+    raw_score: float
+    rank: int
+    text: str | None = None
+    uri: str | None = None
+    metadata: dict = field(default_factory=dict)
+
+
+@dataclass
+class SearchResult:
+    """Hits best first, plus how they were ranked and anything the caller should know.
+
+    Attributes
+    ----------
+    hits : list of Hit
+        The merged ranking, best first.
+    method : str
+        The fusion method that ranked them.
+    query_modality : str
+        ``"text"`` or ``"image"``.
+    warnings : list of str
+        Notes for the caller (an empty modality, corpus growth since calibration, ...).
+    """
+
+    hits: list[Hit]
+    method: str
+    query_modality: str
+    warnings: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_ranking(
+        cls,
+        fused: FusedRanking,
+        hits: Mapping[str, ModalityHits],
+        method: str,
+        query_modality: str,
+        warnings: list[str],
+    ) -> SearchResult:
+        """The hits of a single query's merged ranking.
+
+        Parameters
+        ----------
+        fused : FusedRanking
+            One row, fused from ``CandidateBatch.from_hits(hits, ...)``: ids are positions within
+            each modality's hit row.
+        hits : mapping of str to ModalityHits
+            The store's answer the ranking was fused from.
+        method, query_modality : str
+        warnings : list of str
+
+        Returns
+        -------
+        SearchResult
+        """
+        raw = {m: h.scores[0].tolist() for m, h in hits.items()}
+        out = []
+        # Plain Python values: iterating numpy scalars costs more than the fusion itself here.
+        rows = zip(
+            fused.ids[0].tolist(), fused.scores[0].tolist(), fused.modality_codes[0].tolist()
+        )
+        for rank, (pos, score, code) in enumerate(rows, 1):
+            if pos < 0:
+                break
+            m = fused.modalities[code]
+            h = hits[m]
+            out.append(
+                Hit(
+                    id=h.ids[0][pos],
+                    modality=m,
+                    score=score,
+                    raw_score=raw[m][pos],
+                    rank=rank,
+                    text=h.documents[0][pos],
+                    uri=h.uris[0][pos],
+                    metadata=dict(h.metadatas[0][pos] or {}),
+                )
+            )
+        return cls(out, method, query_modality, warnings)
+
+    def __iter__(self) -> Iterator[Hit]:
+        return iter(self.hits)
+
+    def __len__(self) -> int:
+        return len(self.hits)
+
+    def __getitem__(self, i):
+        return self.hits[i]
+
+
+@dataclass
+class SkippedItem:
+    """An input item that was not indexed, and why.
+
+    Attributes
+    ----------
+    source : str
+        The file path, or ``"texts[3]"`` / ``"images[7]"`` for in-memory input.
+    modality : str
+        The modality it would have been stored under.
+    reason : str
+        Why it was skipped (``"file not found"``, ``"already indexed"``, ...).
+    """
+
+    source: str
+    modality: str
+    reason: str
+
+
+@dataclass
+class IndexReport:
+    """What an ``index`` run did: items added per modality, and each skipped item with its reason.
+
+    Attributes
+    ----------
+    added : dict of str to int
+        Items written per modality.
+    skipped : list of SkippedItem
+        Items not written, with the reason.
+    added_ids : list of str
+        Ids of the items written, in order.
+    """
+
+    added: dict[str, int] = field(default_factory=dict)
+    skipped: list[SkippedItem] = field(default_factory=list)
+    added_ids: list[str] = field(default_factory=list)
+
+    def merge(self, other: IndexReport) -> IndexReport:
+        """Add ``other``'s counts, skips and ids to this report (in place) and return it."""
+        for m, n in other.added.items():
+            self.added[m] = self.added.get(m, 0) + n
+        self.skipped.extend(other.skipped)
+        self.added_ids.extend(other.added_ids)
+        return self
+
+    @property
+    def n_added(self) -> int:
+        """Items written, all modalities together."""
+        return sum(self.added.values())
+
+    def skipped_by_reason(self) -> dict[str, int]:
+        """How many items were skipped per reason (the part of the reason before any ``:``)."""
+        out: dict[str, int] = {}
+        for s in self.skipped:
+            key = s.reason.split(":")[0]
+            out[key] = out.get(key, 0) + 1
+        return out
+
+    def summary(self) -> str:
+        """A first line with the counts, then one line per skipped item."""
+        added = ", ".join(f"{n} {m}" for m, n in sorted(self.added.items())) or "nothing"
+        lines = [f"added {added}; skipped {len(self.skipped)}"]
+        lines += [f"  skipped {s.source} ({s.modality}): {s.reason}" for s in self.skipped]
+        return "\n".join(lines)
+
+
+def content_id(modality: str, payload: bytes) -> str:
+    """Content-addressed id: re-indexing the same text or image bytes gives the same id.
+
+    Parameters
+    ----------
+    modality : str
+        The modality the item is stored under; it prefixes the id.
+    payload : bytes
+        The text's UTF-8 bytes, or the image file's bytes.
+
+    Returns
+    -------
+    str
+        ``f"{modality}-{sha256(payload)[:32]}"``.
+    """
+    return f"{modality}-{hashlib.sha256(payload).hexdigest()[:32]}"
