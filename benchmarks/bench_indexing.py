@@ -4,9 +4,10 @@ Both sides see the SAME images in the SAME batches:
 
 * bare: the images are decoded and preprocessed up front (not timed), stacked into batches, and
   only ``model.encode_image(batch)`` under ``torch.inference_mode()`` is timed;
-* engine: ``engine.index(images=paths, batch_size=B)`` into an embedded ``chromadb.PersistentClient``
-  in a temp dir: reading and hashing each file, checking existing ids, decoding + preprocessing in
-  the encoder's thread pool (pipelined with the forward pass), the forward pass, and the Chroma add.
+* engine: ``engine.index(images=paths, batch_size=B)`` into an embedded
+  ``chromadb.PersistentClient`` in a temp dir: reading and hashing each file, checking existing
+  ids, decoding + preprocessing in the encoder's thread pool (pipelined with the forward pass), the
+  forward pass, and the Chroma add.
 
 Each repetition indexes into a fresh store (ids are content hashes, so a second run into the same
 store would skip everything). Repetitions alternate bare / engine so both see the same machine load.
@@ -30,20 +31,13 @@ import io
 import json
 import os
 import pstats
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+from _common import REPO, data_dir, log
 
 
 # ------------------------------------------------------------------------------------------ inputs
@@ -96,7 +90,7 @@ def make_checkpoint(model_name: str, config: Path | None, out: Path, seed: int) 
 
 # ------------------------------------------------------------------------------------------ timing
 def bare_forward(encoder, batches) -> float:
-    """Seconds for ``encode_image`` over the pre-built batches (what the engine's forward pass does)."""
+    """Seconds for ``encode_image`` over the pre-built batches (the engine's forward pass)."""
     import torch
 
     model = encoder._model
@@ -122,8 +116,8 @@ def engine_index(encoder, client, store_name: str, paths, batch_size: int):
 
 def phase_costs(encoder, paths, batch_size: int) -> dict[str, float]:
     """Single-threaded cost of each per-image step, for the breakdown (seconds for all images)."""
-    from mmgap_core.encoders.open_clip import _decode_image
-    from mmgap_core.engine import content_id
+    from mmgap_core.encoders.image_decoding import decode_image
+    from mmgap_core.results import content_id
 
     t0 = time.perf_counter()
     datas = [p.read_bytes() for p in paths]
@@ -133,7 +127,7 @@ def phase_costs(encoder, paths, batch_size: int) -> dict[str, float]:
         content_id("image", d)
     t_hash = time.perf_counter() - t0
     t0 = time.perf_counter()
-    imgs = [_decode_image(p) for p in paths]
+    imgs = [decode_image(p) for p in paths]
     t_decode = time.perf_counter() - t0
     t0 = time.perf_counter()
     for im in imgs:
@@ -188,13 +182,12 @@ def main(argv: list[str] | None = None) -> int:
     import chromadb
     import torch
 
-    from mmgap_core.encoders.open_clip import OpenClipEncoder, _decode_image
+    from mmgap_core.encoders.image_decoding import decode_image
+    from mmgap_core.encoders.open_clip import OpenClipEncoder
 
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
-    tmp = args.tmp or Path(tempfile.mkdtemp(prefix="mmgap-bench-index-"))
-    tmp.mkdir(parents=True, exist_ok=True)
-    try:
+    with data_dir(args.tmp, "mmgap-bench-index-") as tmp:
         model_name, config = args.model, args.config
         if args.tiny:
             sys.path.insert(0, str(REPO))
@@ -202,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
 
             model_name, config = TINY_MODEL_NAME, tmp / f"{TINY_MODEL_NAME}.json"
             config.write_text(json.dumps(TINY_CONFIG), encoding="utf-8")
-        _log(f"saving random {model_name} weights to a local checkpoint")
+        log(f"saving random {model_name} weights to a local checkpoint")
         ckpt = make_checkpoint(model_name, config, tmp / f"{model_name}-random.pt", args.seed)
         encoder = OpenClipEncoder(
             model_name,
@@ -212,12 +205,12 @@ def main(argv: list[str] | None = None) -> int:
             batch_size=args.batch_size,
             num_workers=args.num_workers,
         )
-        _log(f"writing {args.images} images ({args.min_side}-{args.max_side} px)")
+        log(f"writing {args.images} images ({args.min_side}-{args.max_side} px)")
         paths = make_images(tmp / "images", args.images, args.min_side, args.max_side, args.seed)
         total_mb = sum(p.stat().st_size for p in paths) / 2**20
 
-        _log("pre-decoding for the bare forward pass")
-        tensors = [encoder._preprocess(_decode_image(p)) for p in paths]
+        log("pre-decoding for the bare forward pass")
+        tensors = [encoder._preprocess(decode_image(p)) for p in paths]
         batches = [
             torch.stack(tensors[s : s + args.batch_size])
             for s in range(0, len(tensors), args.batch_size)
@@ -225,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         phases = phase_costs(encoder, paths, args.batch_size)
 
         client = chromadb.PersistentClient(path=str(tmp / "db"))
-        _log("warm-up")
+        log("warm-up")
         bare_forward(encoder, batches[:1])
         engine_index(encoder, client, "warmup", paths[: args.batch_size], args.batch_size)
         bare_s, engine_s = [], []
@@ -238,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
                     engine_s.append(
                         engine_index(encoder, client, f"run{r}", paths, args.batch_size)
                     )
-                _log(
+                log(
                     f"  repeat {r + 1}/{args.repeats} {what}: "
                     f"{(bare_s if what == 'bare' else engine_s)[-1]:.2f} s"
                 )
@@ -252,9 +245,6 @@ def main(argv: list[str] | None = None) -> int:
             pstats.Stats(prof, stream=s).sort_stats("tottime").print_stats(args.profile_top)
             profile_text = s.getvalue()
         client.close()
-    finally:
-        if args.tmp is None:
-            shutil.rmtree(tmp, ignore_errors=True)
 
     n = args.images
     bare_med, eng_med = statistics.median(bare_s), statistics.median(engine_s)

@@ -5,8 +5,12 @@ Goals: mining time <= 1.3x the matmul, and peak *extra* memory of mining <= 256 
 reports its allocations to it) around the mining call only; the inputs are allocated before tracing
 starts. The Q x M x k result is reported separately.
 
+The vectors come from the benchmarks' shared ``VectorMaker`` (``_common.py``): isotropic unit
+rows by default, ``--data gap`` for CLIP-like modality cones.
+
     python benchmarks/bench_mining.py                     # Q=4000 N=100000 d=512, contiguous layout
     python benchmarks/bench_mining.py --layout interleaved --k 5 --json
+    python benchmarks/bench_mining.py --data gap --queries 1000
 """
 
 from __future__ import annotations
@@ -20,23 +24,28 @@ import time
 import tracemalloc
 
 import numpy as np
+from _common import VectorMaker
 
 from mmgap_core.mining import DEFAULT_BLOCK_BYTES, mine_pseudo_positives
 
 MiB = 2**20
 
 
-def make_inputs(n_q: int, n_c: int, d: int, layout: str, seed: int):
-    """Unit-norm float32 queries and candidates; half text, half image (contiguous or alternating)."""
-    rng = np.random.default_rng(seed)
-    queries = rng.standard_normal((n_q, d), dtype=np.float32)
-    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-    candidates = rng.standard_normal((n_c, d), dtype=np.float32)
-    candidates /= np.linalg.norm(candidates, axis=1, keepdims=True)
+def make_inputs(n_q: int, n_c: int, d: int, layout: str, seed: int, data: str = "random"):
+    """Unit-norm float32 text queries and candidates; half text, half image.
+
+    The candidates' modalities are contiguous (all text, then all image) or alternating.
+    """
+    maker = VectorMaker(d, data, 1.0, seed)
+    queries = maker.make("text", n_q, 1, 0)
     if layout == "contiguous":
         labels = np.where(np.arange(n_c) < n_c // 2, "text", "image")
     else:
         labels = np.where(np.arange(n_c) % 2 == 0, "text", "image")
+    candidates = np.empty((n_c, d), dtype=np.float32)
+    for m in ("text", "image"):
+        rows = labels == m
+        candidates[rows] = maker.make(m, int(rows.sum()), 0, 0)
     return queries, candidates, labels
 
 
@@ -75,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--k", type=int, default=1, help="pseudo-positives per modality (top_k)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--layout", choices=["contiguous", "interleaved"], default="contiguous")
+    ap.add_argument("--data", choices=["random", "gap"], default="random", help="see VectorMaker")
     ap.add_argument(
         "--exclude", action="store_true", help="self-exclusion: query i is corpus row i"
     )
@@ -83,7 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = ap.parse_args(argv)
 
-    q, c, labels = make_inputs(args.queries, args.candidates, args.dim, args.layout, args.seed)
+    q, c, labels = make_inputs(
+        args.queries, args.candidates, args.dim, args.layout, args.seed, args.data
+    )
     exclude = None
     if args.exclude:
         exclude = np.arange(args.queries) % args.candidates

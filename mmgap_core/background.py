@@ -31,7 +31,6 @@ from statistics import NormalDist
 
 import numpy as np
 
-from .fusion_base import FusionMethod
 
 FORMAT_NAME = "mmgap.background_scale"
 FORMAT_VERSION = 1
@@ -40,7 +39,7 @@ MIN_SCALE = 1e-6  # a list with no spread (all scores equal) gets this scale, no
 
 Key = tuple[str, str]  # (query modality, candidate modality)
 
-__all__ = ["BackgroundScale", "BackgroundZFusion", "FIRST_BACKGROUND_RANK", "normal_order_scores"]
+__all__ = ["BackgroundScale", "FIRST_BACKGROUND_RANK", "normal_order_scores"]
 
 
 @lru_cache(maxsize=512)
@@ -80,21 +79,35 @@ def normal_order_scores(n_items: int, k: int) -> np.ndarray:
 
 def _as_lists(scores, name: str) -> np.ndarray:
     """Best-first score lists ``[Q, k]`` as float64; ``-inf`` pads short rows at their end."""
+    return _checked_lists(scores, name)[0]
+
+
+def _checked_lists(scores, name: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`_as_lists` and the ``[Q, k]`` mask of real scores (``None``: every score is real).
+
+    One ``isfinite`` pass serves the common case of full rows; the padding checks run only when a
+    row is short.
+    """
     arr = np.asarray(scores, dtype=np.float64)
     if arr.ndim != 2:
         raise ValueError(f"{name}: expected best-first score lists [n_queries, k], got {arr.shape}")
-    if np.isnan(arr).any() or np.isposinf(arr).any():
-        raise ValueError(f"{name}: scores contain NaN or +inf")
     valid = np.isfinite(arr)
+    full = bool(valid.all())
+    if not full and (np.isnan(arr).any() or np.isposinf(arr).any()):
+        raise ValueError(f"{name}: scores contain NaN or +inf")
     if arr.shape[1] > 1:
         # Padding only at the end of a row, and scores non-increasing (float noise tolerated).
-        if (~valid[:, :-1] & valid[:, 1:]).any():
-            raise ValueError(f"{name}: -inf padding must come after every real score in a row")
-        both = valid[:, :-1] & valid[:, 1:]
-        filled = np.where(valid, arr, 0.0)
-        if (np.where(both, filled[:, 1:] - filled[:, :-1], 0.0) > 1e-6).any():
-            raise ValueError(f"{name}: each row must be sorted best first (descending scores)")
-    return arr
+        if full:
+            if ((arr[:, 1:] - arr[:, :-1]) > 1e-6).any():
+                raise ValueError(f"{name}: each row must be sorted best first (descending scores)")
+        else:
+            if (~valid[:, :-1] & valid[:, 1:]).any():
+                raise ValueError(f"{name}: -inf padding must come after every real score in a row")
+            both = valid[:, :-1] & valid[:, 1:]
+            filled = np.where(valid, arr, 0.0)
+            if (np.where(both, filled[:, 1:] - filled[:, :-1], 0.0) > 1e-6).any():
+                raise ValueError(f"{name}: each row must be sorted best first (descending scores)")
+    return arr, None if full else valid
 
 
 def _check_size(n_items, name: str) -> int:
@@ -132,11 +145,38 @@ def background_location(lists: np.ndarray, scale: float, n_items: int) -> np.nda
 
     A row with one real score puts it at the expected best background score (``z = a_1``); a row
     with none gets ``nan``.
+
+    Parameters
+    ----------
+    lists : numpy.ndarray
+        ``[Q, k]`` float64 best-first scores, ``-inf`` padding at the end of a row.
+    scale : float
+        The background scale ``sigma`` of the key.
+    n_items : int
+        Corpus size of the candidate modality (at least ``k``).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``[Q]`` float64 locations.
     """
+    valid = np.isfinite(lists)
+    a = normal_order_scores(n_items, lists.shape[1])
+    return _location(lists, scale, a, None if valid.all() else valid)
+
+
+def _location(lists: np.ndarray, scale: float, a: np.ndarray, valid: np.ndarray | None):
+    """:func:`background_location` with the order scores ``a`` given; ``valid=None``: full rows."""
     q, k = lists.shape
-    a = normal_order_scores(n_items, k)
     resid = lists - scale * a[None, :]
-    lengths = np.isfinite(lists).sum(axis=1)
+    if valid is None or k == 0:
+        # Every row is full (the usual case): one group of length k, no per-length loop.
+        if k == 0:
+            return np.full(q, np.nan)
+        if k < FIRST_BACKGROUND_RANK:
+            return resid[:, 0].copy()
+        return _row_median(resid[:, FIRST_BACKGROUND_RANK - 1 :])
+    lengths = valid.sum(axis=1)
     mu = np.full(q, np.nan)
     for length in np.unique(lengths).tolist():
         if length == 0:
@@ -145,8 +185,18 @@ def background_location(lists: np.ndarray, scale: float, n_items: int) -> np.nda
         if length < FIRST_BACKGROUND_RANK:
             mu[rows] = resid[rows, 0]
         else:
-            mu[rows] = np.median(resid[rows, FIRST_BACKGROUND_RANK - 1 : length], axis=1)
+            mu[rows] = _row_median(resid[rows, FIRST_BACKGROUND_RANK - 1 : length])
     return mu
+
+
+def _row_median(x: np.ndarray) -> np.ndarray:
+    """``np.median(x, axis=1)`` of finite rows, bit for bit, without its generic overhead."""
+    n = x.shape[1]
+    half = n // 2
+    if n % 2:
+        return np.partition(x, half, axis=1)[:, half] + 0.0  # + 0.0: np.median's -0.0 -> 0.0
+    part = np.partition(x, (half - 1, half), axis=1)
+    return np.mean(part[:, half - 1 : half + 1], axis=1)  # np.median's own mean of the middle two
 
 
 class BackgroundScale:
@@ -254,8 +304,8 @@ class BackgroundScale:
             )
         pool = [k for k in self.count_ if k[0] == query_modality] or list(self.count_)
         warnings.warn(
-            f"background scale of {candidate_modality!r} candidates for {query_modality!r} queries: "
-            "no calibration list had three or more scores; using the pooled scale of "
+            f"background scale of {candidate_modality!r} candidates for {query_modality!r} "
+            "queries: no calibration list had three or more scores; using the pooled scale of "
             f"{pool or 'nothing (1.0)'}",
             UserWarning,
             stacklevel=2,
@@ -297,16 +347,18 @@ class BackgroundScale:
             ``[Q, k]`` float64 z-scores, ``-inf`` where the input is padding. Order within a row is
             kept.
         """
-        arr = _as_lists(lists, f"{candidate_modality} candidates")
+        arr, valid = _checked_lists(lists, f"{candidate_modality} candidates")
         sigma = self.scale(candidate_modality, query_modality)
         if n_items is None:
             n_items = self.corpus_sizes_.get(candidate_modality)
         n = _check_size(n_items, f"corpus size of {candidate_modality!r}")
         n = max(n, arr.shape[1])
-        mu = background_location(arr, sigma, n)
+        mu = _location(arr, sigma, _order_scores(n, arr.shape[1]), valid)
+        if valid is None:  # full rows: every score and location is finite
+            return (arr - mu[:, None]) / sigma
         with np.errstate(invalid="ignore"):
             z = (arr - mu[:, None]) / sigma
-        return np.where(np.isfinite(arr), z, -np.inf)
+        return np.where(valid, z, -np.inf)
 
     # ------------------------------------------------------------------ persistence
     def to_dict(self) -> dict:
@@ -385,41 +437,3 @@ class BackgroundScale:
             for q, c in sorted(self.count_)
         )
         return f"BackgroundScale({keys or 'not fitted'})"
-
-
-class BackgroundZFusion(FusionMethod):
-    """Each candidate's background z: ``(s - mu_qm) / sigma_m``, one unit for every modality.
-
-    ``mu_qm`` is the query's own background location in modality ``m`` (from its candidate list,
-    ranks 2..k) and ``sigma_m`` the calibrated background scale; see the module docstring.
-
-    Parameters
-    ----------
-    scale : BackgroundScale
-        Fitted scales for the batch's (query modality, candidate modality) keys.
-    corpus_sizes : mapping of str to int, optional
-        Current number of items per modality (a store's counts); defaults to the sizes at
-        calibration time.
-    """
-
-    name = "background-z"
-    summary = (
-        "default: background standard deviations above the query's own typical item, per modality"
-    )
-    unit = "z over the query's background"
-    needs_background_scale = True
-
-    def __init__(self, scale: BackgroundScale, corpus_sizes: Mapping[str, int] | None = None):
-        if not isinstance(scale, BackgroundScale) or not scale.is_fitted:
-            raise ValueError(f"{self.name}: the background scale is not fitted; calibrate first")
-        self.scale = scale
-        self.corpus_sizes = dict(corpus_sizes or {})
-
-    def score(self, batch):
-        out = {}
-        for m, c in batch.lists.items():
-            lists = np.where(c.valid, c.scores, -np.inf)
-            out[m] = self.scale.transform(
-                lists, m, batch.query_modality, n_items=self.corpus_sizes.get(m)
-            )
-        return out

@@ -1,7 +1,8 @@
 """Candidate lists: what fusion ranks, built from exact top-k search or from a store's answer.
 
-One type for "each query's candidates per modality": :class:`CandidateBatch`, with constructors from
-mining output (:meth:`CandidateBatch.from_topk`) and from store hits (:meth:`CandidateBatch.from_hits`).
+One type for "each query's candidates per modality": :class:`CandidateBatch`, with constructors
+from mining output (:meth:`CandidateBatch.from_topk`) and from store hits
+(:meth:`CandidateBatch.from_hits`).
 """
 
 from __future__ import annotations
@@ -41,9 +42,9 @@ class ModalityCandidates:
             raise ValueError(
                 f"candidate ids {self.ids.shape} and scores {self.scores.shape} must both be [Q, k]"
             )
-        valid = self.ids >= 0
-        if not np.isfinite(self.scores[valid]).all():
-            raise ValueError("candidate scores contain NaN or inf")
+        if not np.isfinite(self.scores).all():  # one pass when every score is finite
+            if not np.isfinite(self.scores[self.ids >= 0]).all():
+                raise ValueError("candidate scores contain NaN or inf")
 
     @property
     def valid(self) -> np.ndarray:
@@ -164,10 +165,16 @@ class CandidateBatch:
         """
         lists, emb = {}, {}
         for m, h in hits.items():
-            cols = np.arange(h.k)
-            lengths = np.fromiter((len(r) for r in h.ids), dtype=np.int64, count=len(h.ids))
-            ids = np.where(cols[None, :] < lengths[:, None], cols[None, :], -1)
-            lists[m] = ModalityCandidates(ids, np.where(ids >= 0, h.scores[:, : h.k], 0.0))
+            k = h.k
+            if all(len(r) == k for r in h.ids):  # full rows (the usual case): no masking
+                ids = np.tile(np.arange(k, dtype=np.int64), (len(h.ids), 1))
+                scores = h.scores.astype(np.float64)
+            else:
+                cols = np.arange(k)
+                lengths = np.fromiter((len(r) for r in h.ids), dtype=np.int64, count=len(h.ids))
+                ids = np.where(cols[None, :] < lengths[:, None], cols[None, :], -1)
+                scores = np.where(ids >= 0, h.scores[:, :k], 0.0)
+            lists[m] = ModalityCandidates(ids, scores)
             emb[m] = h.embeddings
         lookup = None
         if all(e is not None for e in emb.values()):

@@ -21,7 +21,7 @@ import numpy as np
 
 from ._validation import as_embeddings, positive_int
 from .calibration.fitting import (
-    DEFAULT_EXACT_MAX_ITEMS,
+    resolve_mining,
     self_excluded_lists,
     check_counts,
     fit_calibration,
@@ -35,7 +35,7 @@ from .calibration.record import (
     write_calibration_file,
 )
 from .candidates import CandidateBatch
-from .encoders.base import Encoder, encoder_spec
+from .encoders.base import Encoder
 from .factory import open_engine
 from .fusion import DEFAULT_METHOD, FusionMethod, make_method, method_class
 from .indexing import index_items
@@ -115,7 +115,6 @@ class RetrievalEngine:
         self._counts_cache: tuple[dict[str, int], float, int] | None = None
         self._writes = 0
         self._last_growth_warning: list[str] = []
-        self._spec_recorded = False
         data = self.store.load_calibration()
         if data is not None:
             self._set_calibration(CalibrationRecord.from_dict(data))
@@ -141,18 +140,26 @@ class RetrievalEngine:
         self,
         texts: Sequence[str | bytes] | None = None,
         images: Sequence[Any] | None = None,
+        documents: Sequence[Mapping[str, Any]] | None = None,
         *,
         text_metadatas: Sequence[Mapping] | None = None,
         image_metadatas: Sequence[Mapping] | None = None,
+        document_metadatas: Sequence[Mapping] | None = None,
         text_sources: Sequence[str] | None = None,
+        image_sources: Sequence[str] | None = None,
+        document_sources: Sequence[str] | None = None,
+        alpha: float | None = None,
         batch_size: int = 64,
         progress: bool = True,
     ) -> IndexReport:
-        """Embed and store texts and images; ids are content hashes, so a rerun adds only the new.
+        """Embed and store texts, images and multimodal documents; ids are content hashes.
 
-        Texts are ``str`` (or UTF-8 ``bytes``); images are paths, PIL images or encoded bytes. Bad
-        items are skipped with a reason in the returned report; the rest is indexed. Each batch is
-        written as a whole, so an interrupted run leaves complete items only.
+        Texts are ``str`` (or UTF-8 ``bytes``); images are paths, PIL images or encoded bytes;
+        documents are ``{"text": ..., "image": ...}`` (optional ``"metadata"``), stored under the
+        modality ``"multimodal"`` as ``normalise(alpha * t + (1 - alpha) * v)``; ``alpha`` defaults
+        to the store's recorded one, else 0.5 (the store refuses another). A rerun adds only the
+        new; bad items are skipped with a reason in the report; each batch is written whole.
+        See :func:`mmgap_core.indexing.index_items`.
 
         Returns
         -------
@@ -161,26 +168,17 @@ class RetrievalEngine:
         encoder = self._require_encoder("index")
         if getattr(self.store, "read_only", False):
             raise TypeError(f"{self.store!r} is read-only: index into it with its own library")
+        items = [list(texts or []), list(images or []), list(documents or [])]
         return index_items(
-            self.store,
-            encoder,
-            list(texts or []),
-            list(images or []),
-            text_metadatas=text_metadatas,
-            image_metadatas=image_metadatas,
-            text_sources=text_sources,
-            batch_size=positive_int(batch_size, "batch_size"),
-            progress=progress,
-            on_write=self._written,
-        )
+            self.store, encoder, *items, text_metadatas=text_metadatas,
+            image_metadatas=image_metadatas, document_metadatas=document_metadatas,
+            text_sources=text_sources, image_sources=image_sources,
+            document_sources=document_sources, alpha=alpha, progress=progress,
+            batch_size=positive_int(batch_size, "batch_size"), on_write=self._written,
+        )  # fmt: skip
 
     def _written(self, _ids: list[str]) -> None:
-        self._writes += 1  # invalidates the cached counts
-        if not self._spec_recorded:
-            spec = encoder_spec(self.encoder)
-            if spec is not None:
-                self.store.update_manifest(encoder=spec)
-            self._spec_recorded = True
+        self._writes += 1  # invalidates the cached counts (index_items records the encoder spec)
 
     # ------------------------------------------------------------------ calibration
     @property
@@ -238,7 +236,8 @@ class RetrievalEngine:
         query_modality: str = "text",
         sample: int = 1000,
         query_modalities: Sequence[str] | None = None,
-        exact_max_items: int = DEFAULT_EXACT_MAX_ITEMS,
+        mining: str = "exact",
+        exact_max_items: int | None = None,
         seed: int = 0,
         progress: bool = True,
     ) -> ModalityStandardizer:
@@ -247,8 +246,11 @@ class RetrievalEngine:
         Calibration queries are, in order of preference: the ``queries`` given (texts to embed, or
         an embedding matrix of ``query_modality``); otherwise a sample of ``sample`` items of each
         of ``query_modalities`` (default: every modality in the store) drawn from the store itself,
-        each excluded from its own candidates. Mining is exact in memory when the store holds at
-        most ``exact_max_items`` items, else it goes through the store's nearest-neighbour queries.
+        each excluded from its own candidates. ``mining="exact"`` (the default) streams the
+        store's embeddings in chunks and mines exactly, in bounded memory (256 MiB) at any size;
+        ``mining="store-index"`` uses the store's approximate index and records its measured top-1
+        agreement with exact mining in the provenance. ``exact_max_items`` is deprecated (a
+        ``FutureWarning``): when given, stores larger than it use ``"store-index"``.
 
         Returns
         -------
@@ -257,6 +259,7 @@ class RetrievalEngine:
         """
         counts = self.store.counts()
         check_counts(counts)
+        mining = resolve_mining(mining, exact_max_items, sum(counts.values()))
         if queries is not None:
             qs = given_query_set(queries, self.encoder, self.store.dim, progress)
             query_sets = {query_modality: qs}
@@ -268,7 +271,8 @@ class RetrievalEngine:
             counts=counts,
             model_id=self.model_id,
             dim=self.dim,
-            exact_max_items=exact_max_items,
+            mining=mining,
+            seed=seed,
             progress=progress,
         )
         self._store_calibration(record)
@@ -402,7 +406,8 @@ class RetrievalEngine:
             elif grown:
                 msg = (
                     f"the corpus grew by more than {self.growth_warning:.0%} since calibration "
-                    f"({'; '.join(grown)}); run `mmgap calibrate` again or pass auto_recalibrate=True"
+                    f"({'; '.join(grown)}); run `mmgap calibrate` again or pass "
+                    "auto_recalibrate=True"
                 )
                 warnings.warn(msg, UserWarning, stacklevel=3)
         if self._last_growth_warning:

@@ -1,4 +1,7 @@
-"""Reading the `mmgap eval` file formats: embeddings (.npy), modality labels, id lists and TREC qrels."""
+"""Reading the ``mmgap eval`` file formats: embeddings (.npy), modality labels, ids, TREC qrels.
+
+Every reader raises ``ValueError`` naming the file and the problem.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,27 @@ from ._validation import as_embeddings
 
 
 def load_embeddings(path, name: str, dim: int | None = None) -> np.ndarray:
+    """An embedding matrix from a ``.npy`` file (no pickles), validated.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The ``.npy`` file.
+    name : str
+        What the file holds, for error messages (``"corpus"``, ``"queries"``).
+    dim : int, optional
+        The number of columns required.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``[n, d]`` float32, finite.
+
+    Raises
+    ------
+    ValueError
+        A missing or unreadable file, or a bad array.
+    """
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{name}: file not found: {path}")
@@ -21,7 +45,23 @@ def load_embeddings(path, name: str, dim: int | None = None) -> np.ndarray:
 
 
 def read_lines(path, name: str) -> list[str]:
-    """Non-empty stripped lines of a UTF-8 text file (a trailing newline is fine)."""
+    """The stripped lines of a UTF-8 text file (trailing blank lines are fine).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    name : str
+        What the file holds, for error messages.
+
+    Returns
+    -------
+    list of str
+
+    Raises
+    ------
+    ValueError
+        A missing file, one that is not UTF-8, or an empty line before the end.
+    """
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{name}: file not found: {path}")
@@ -39,6 +79,24 @@ def read_lines(path, name: str) -> list[str]:
 
 
 def load_modalities(path, n_rows: int) -> np.ndarray:
+    """One modality label per corpus row, a label a line.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    n_rows : int
+        The number of corpus rows; the file must hold as many labels.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``[n_rows]`` str labels.
+
+    Raises
+    ------
+    ValueError
+        See :func:`read_lines`, or a count that does not match.
+    """
     labels = read_lines(path, "modality")
     if len(labels) != n_rows:
         raise ValueError(f"modality: {path} has {len(labels)} labels for {n_rows} corpus rows")
@@ -46,6 +104,25 @@ def load_modalities(path, n_rows: int) -> np.ndarray:
 
 
 def load_ids(path, n_rows: int, name: str) -> list[str]:
+    """One unique id per embedding row, an id a line.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    n_rows : int
+        The number of embedding rows; the file must hold as many ids.
+    name : str
+        What the ids name, for error messages.
+
+    Returns
+    -------
+    list of str
+
+    Raises
+    ------
+    ValueError
+        See :func:`read_lines`, a count that does not match, or duplicate ids.
+    """
     ids = read_lines(path, name)
     if len(ids) != n_rows:
         raise ValueError(f"{name}: {path} has {len(ids)} ids for {n_rows} rows of embeddings")
@@ -55,12 +132,33 @@ def load_ids(path, n_rows: int, name: str) -> list[str]:
     return ids
 
 
-def parse_qrels(path, query_ids: list[str] | None, doc_ids: list[str] | None, n_queries: int,
-                n_docs: int) -> tuple[np.ndarray, list[str]]:
-    """TREC qrels ``query_id 0 doc_id relevance`` -> rows [n, 3] of (query row, doc row, relevance).
+def parse_qrels(
+    path, query_ids: list[str] | None, doc_ids: list[str] | None, n_queries: int, n_docs: int
+) -> tuple[np.ndarray, list[str]]:
+    """Read TREC qrels, ``query_id 0 doc_id relevance`` a line (``#`` comments allowed).
 
-    Without id lists, ids are row numbers written as decimal strings. Returns the rows and a list of
-    warnings (judgements of unknown ids are skipped and reported, not silently dropped).
+    Parameters
+    ----------
+    path : str or os.PathLike
+    query_ids, doc_ids : list of str or None
+        The ids of the query and corpus rows. Without them, ids are row numbers written as
+        decimal strings.
+    n_queries, n_docs : int
+        The number of query and corpus rows.
+
+    Returns
+    -------
+    rows : numpy.ndarray
+        ``[n, 3]`` int64 rows of (query row, doc row, relevance).
+    notes : list of str
+        Warnings for the caller: judgements of unknown ids are skipped and reported, not
+        silently dropped.
+
+    Raises
+    ------
+    ValueError
+        A missing file, a malformed line, a string id without an id list, or no positive
+        judgement at all.
     """
     path = Path(path)
     if not path.is_file():
@@ -87,8 +185,8 @@ def parse_qrels(path, query_ids: list[str] | None, doc_ids: list[str] | None, n_
             parts = line.split()
             if len(parts) != 4:
                 raise ValueError(
-                    f"qrels: {path} line {lineno}: expected 4 fields `query_id 0 doc_id relevance`, "
-                    f"got {len(parts)}: {line.strip()!r}"
+                    f"qrels: {path} line {lineno}: expected 4 fields "
+                    f"`query_id 0 doc_id relevance`, got {len(parts)}: {line.strip()!r}"
                 )
             try:
                 rel = int(parts[3])
@@ -108,5 +206,7 @@ def parse_qrels(path, query_ids: list[str] | None, doc_ids: list[str] | None, n_
     notes = [f"qrels: skipped {n} judgement(s) of unknown {w} ids" for w, n in unknown.items() if n]
     arr = np.asarray(rows, dtype=np.int64).reshape(-1, 3)
     if not (arr[:, 2] > 0).any():
-        raise ValueError(f"qrels: {path} holds no positive judgement for these queries and documents")
+        raise ValueError(
+            f"qrels: {path} holds no positive judgement for these queries and documents"
+        )
     return arr, notes

@@ -65,6 +65,20 @@ def default_table_metrics(ks: Sequence[int]) -> list[str]:
 
 
 def subset_title(subset: str, query_modality: str) -> str:
+    """A table block's title: which queries a subset of the results covers.
+
+    Parameters
+    ----------
+    subset : str
+        ``"all"``, or the modality of the queries' relevant items.
+    query_modality : str
+        The modality of the queries.
+
+    Returns
+    -------
+    str
+        ``"all queries"``, or ``"relevant item is M (same-modal)"`` / ``"(cross-modal)"``.
+    """
     if subset == "all":
         return "all queries"
     if subset == query_modality:
@@ -72,8 +86,31 @@ def subset_title(subset: str, query_modality: str) -> str:
     return f"relevant item is {subset} (cross-modal)"
 
 
-def format_table(results: list[dict], query_modality: str, metrics: Sequence[str]) -> str:
-    """One block per subset: a row per method, a column per metric plus the top-k modality shares."""
+def format_table(
+    results: list[dict],
+    query_modality: str,
+    metrics: Sequence[str],
+    *,
+    default_method: str | None = DEFAULT_METHOD,
+) -> str:
+    """One block per subset: a row per method, a column per metric plus the top-k modality shares.
+
+    Parameters
+    ----------
+    results : list of dict
+        Rows ``{"method", "subset", "metric", "value"}`` (``"n"``: queries in the subset).
+    query_modality : str
+        The queries' modality, for the block titles.
+    metrics : sequence of str
+        The metric columns, in order.
+    default_method : str or None, default :data:`~mmgap_core.fusion.DEFAULT_METHOD`
+        Marked with ``*`` in its rows, explained by a legend line; ``None``: no mark.
+
+    Returns
+    -------
+    str
+        The table, ending with a newline.
+    """
     methods = list(dict.fromkeys(r["method"] for r in results))
     subsets = list(dict.fromkeys(r["subset"] for r in results))
     share_metrics = (
@@ -88,7 +125,12 @@ def format_table(results: list[dict], query_modality: str, metrics: Sequence[str
     )
     cols = list(metrics) + share_metrics
     lookup = {(r["method"], r["subset"], r["metric"]): r for r in results}
-    width = max(len(m) for m in methods) + 2
+    marked = default_method if default_method in methods else None
+
+    def name(m: str) -> str:
+        return f"{m} *" if m == marked else m
+
+    width = max(len(name(m)) for m in methods) + 2 if methods else 8
     lines = []
     for subset in subsets:
         n = next((r.get("n") for r in results if r["subset"] == subset and "n" in r), None)
@@ -103,8 +145,10 @@ def format_table(results: list[dict], query_modality: str, metrics: Sequence[str
                 r = lookup.get((m, subset, c))
                 v = "-" if r is None or r["value"] != r["value"] else f"{r['value']:.3f}"
                 cells.append(v.rjust(max(len(c), 7) + 2))
-            lines.append("  " + m.ljust(width) + "".join(cells))
+            lines.append("  " + name(m).ljust(width) + "".join(cells))
         lines.append("")
+    if marked:
+        lines.append(f"* {marked}: the default method (engine, CLI and adapters)")
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -1,7 +1,7 @@
 """Fusion: merge per-modality candidate lists into one ranked list, behind one small interface.
 
-Input is a :class:`CandidateBatch` (for each modality, each query's candidates with raw cosine scores);
-output is a :class:`FusedRanking` (one merged list per query, with a score per item).
+Input is a :class:`CandidateBatch` (for each modality, each query's candidates with raw cosine
+scores); output is a :class:`FusedRanking` (one merged list per query, with a score per item).
 Methods are looked up by the names the CLI uses: see :data:`METHOD_NAMES` and :func:`make_method`.
 """
 
@@ -11,7 +11,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .background import BackgroundScale, BackgroundZFusion
+from .background import BackgroundScale
+from .fusion_background import BackgroundZFusion
 from .candidates import CandidateBatch, ModalityCandidates  # noqa: F401 - re-exported
 from .fusion_base import FusedRanking, FusionMethod, merge_scored, tie_break_keys  # noqa: F401
 from .stats import ModalityStandardizer
@@ -64,7 +65,7 @@ class StandardizeFusion(FusionMethod):
 
 
 class GoldStandardizeFusion(StandardizeFusion):
-    """:class:`StandardizeFusion` with statistics of labelled pairs: the evaluation's upper bound."""
+    """:class:`StandardizeFusion` with statistics of labelled pairs (evaluation only)."""
 
     summary = "standardize with statistics of labelled pairs (evaluation only)"
     unit = "z over the labelled positives"
@@ -108,7 +109,7 @@ class MinMaxFusion(FusionMethod):
     def score(self, batch):
         out = {}
         for m, c in batch.lists.items():
-            # `initial` makes a 0-wide list (a modality that returned nothing) a no-op, not an error.
+            # `initial` makes a 0-wide list (a modality that returned nothing) a no-op.
             lo = np.where(c.valid, c.scores, np.inf).min(axis=1, keepdims=True, initial=np.inf)
             hi = np.where(c.valid, c.scores, -np.inf).max(axis=1, keepdims=True, initial=-np.inf)
             spread = hi - lo > 1e-12  # False for rows with no valid item (-inf - inf)
@@ -166,7 +167,7 @@ class CenterFusion(FusionMethod):
     def fit(
         cls, embeddings, modalities, extra: Mapping[str, np.ndarray] | None = None
     ) -> CenterFusion:
-        """Mean embedding per modality label; ``extra`` adds means fitted elsewhere (e.g. of queries)."""
+        """Mean embedding per modality label; ``extra`` adds means fitted elsewhere (queries')."""
         from ._validation import as_embeddings, as_labels
 
         x = as_embeddings(embeddings, "embeddings")
@@ -304,7 +305,7 @@ def make_method(
     if cls is CenterFusion:
         return CenterFusion(center_means)
     if cls is BackgroundZFusion:
-        return BackgroundZFusion(background_scale, corpus_sizes)
+        return BackgroundZFusion(background_scale, corpus_sizes, standardizer)
     return cls()
 
 

@@ -1,4 +1,4 @@
-"""The fusion interface: a method re-scores each modality's candidate list; one merge ranks them all.
+"""The fusion interface: a method re-scores each modality's candidates; one merge ranks them all.
 
 :class:`FusionMethod` is the base of every method; :func:`merge_scored` turns its per-modality
 scores into one :class:`FusedRanking`, breaking ties without favouring a modality.
@@ -10,6 +10,7 @@ import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
@@ -21,7 +22,19 @@ __all__ = ["FusedRanking", "FusionMethod", "merge_scored", "tie_break_keys"]
 
 @dataclass
 class FusedRanking:
-    """Merged ranking: row q lists query q's items best first; ``ids`` -1 / ``scores`` -inf pad a row."""
+    """Merged ranking: row ``q`` lists query ``q``'s items best first.
+
+    Attributes
+    ----------
+    ids : numpy.ndarray
+        ``[Q, K]`` int64 candidate ids; -1 pads a short row.
+    scores : numpy.ndarray
+        ``[Q, K]`` float64 fused scores; ``-inf`` pads a short row.
+    modality_codes : numpy.ndarray
+        ``[Q, K]`` int64 index into ``modalities``; -1 pads a short row.
+    modalities : list of str
+        The candidate modalities, in list order.
+    """
 
     ids: np.ndarray  # [Q, K] int64
     scores: np.ndarray  # [Q, K] float64
@@ -29,6 +42,7 @@ class FusedRanking:
     modalities: list[str] = field(default_factory=list)
 
     def modality_labels(self) -> np.ndarray:
+        """``[Q, K]`` object array of each item's modality name (``""`` for padding)."""
         labels = np.asarray(self.modalities + [""], dtype=object)
         return labels[self.modality_codes]
 
@@ -62,6 +76,16 @@ def tie_break_keys(scores: np.ndarray, modalities: list[str]) -> np.ndarray:
     return out
 
 
+@lru_cache(maxsize=256)
+def _layout(widths: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """``(codes, within)``: modality index and rank within its list of each merged column."""
+    codes = np.repeat(np.arange(len(widths), dtype=np.int64), widths)
+    within = np.concatenate([np.arange(w, dtype=np.int64) for w in widths]) if widths else codes
+    codes.setflags(write=False)
+    within.setflags(write=False)
+    return codes, within
+
+
 def merge_scored(
     batch: CandidateBatch, scores: Mapping[str, np.ndarray], k: int | None
 ) -> FusedRanking:
@@ -69,36 +93,60 @@ def merge_scored(
 
     Ties are broken without favouring a modality: first by the item's rank within its own
     modality's list (raw order), then by a per-query coin (:func:`tie_break_keys`).
+
+    Parameters
+    ----------
+    batch : CandidateBatch
+        The candidates that were scored.
+    scores : mapping of str to numpy.ndarray
+        Each modality's ``[Q, k_m]`` comparable scores (a method's :meth:`FusionMethod.score`).
+    k : int or None
+        How many to keep per query (``None``: all).
+
+    Returns
+    -------
+    FusedRanking
     """
     if k is not None:
         k = positive_int(k, "k")
     mods = batch.modalities
-    ids = np.concatenate([batch.lists[m].ids for m in mods], axis=1)
+    lists = [batch.lists[m] for m in mods]
+    ids = np.concatenate([c.ids for c in lists], axis=1)
+    full = bool((ids >= 0).all())  # no padding: the scores need no masking
     sc = np.concatenate(
-        [np.where(batch.lists[m].valid, scores[m], -np.inf) for m in mods], axis=1
-    ).astype(np.float64)
-    codes = np.concatenate(
-        [np.full(batch.lists[m].ids.shape, j, dtype=np.int64) for j, m in enumerate(mods)], axis=1
-    )
-    within = np.concatenate(
         [
-            np.broadcast_to(np.arange(batch.lists[m].ids.shape[1]), batch.lists[m].ids.shape)
-            for m in mods
+            scores[m] if full else np.where(c.ids >= 0, scores[m], -np.inf)
+            for m, c in zip(mods, lists)
         ],
         axis=1,
-    )
-    raw = np.concatenate(
-        [np.where(batch.lists[m].valid, batch.lists[m].scores, -np.inf) for m in mods], axis=1
-    )
-    coin = np.take_along_axis(tie_break_keys(raw, mods), codes, axis=1)
-    total = ids.shape[1]
+    ).astype(np.float64, copy=False)
+    codes, within = _layout(tuple(c.ids.shape[1] for c in lists))
+    n_q, total = ids.shape
     k = total if k is None else min(k, total)
-    order = np.lexsort((coin, within, -sc), axis=1)[:, :k]
-    out_ids = np.take_along_axis(ids, order, axis=1)
-    out_sc = np.take_along_axis(sc, order, axis=1)
-    out_codes = np.take_along_axis(codes, order, axis=1)
+    # Sorting by score alone gives the rule's order unless two modalities tie exactly on a real
+    # score (ties within one modality already follow the list rank: the sort is stable, and each
+    # list's columns are in rank order). Only rows with such a tie pay for the coin.
+    order = np.argsort(-sc, axis=1, kind="stable")
+    rows = np.arange(n_q)[:, None]
+    s_sorted = sc[rows, order]
+    equal = s_sorted[:, 1:] == s_sorted[:, :-1]
+    if equal.any():
+        cross = codes[order[:, 1:]] != codes[order[:, :-1]]
+        tied = np.flatnonzero((equal & cross & np.isfinite(s_sorted[:, 1:])).any(axis=1))
+        if tied.size:
+            raw = np.concatenate(
+                [np.where(c.ids[tied] >= 0, c.scores[tied], -np.inf) for c in lists], axis=1
+            )
+            coin = tie_break_keys(raw, mods)[:, codes]
+            within_b = np.broadcast_to(within, coin.shape)
+            order[tied] = np.lexsort((coin, within_b, -sc[tied]), axis=1)
+    order = order[:, :k]
+    out_ids = ids[rows, order]
+    out_sc = sc[rows, order]
+    out_codes = codes[order]
     pad = ~np.isfinite(out_sc) | (out_ids < 0)
-    out_ids[pad], out_sc[pad], out_codes[pad] = -1, -np.inf, -1
+    if pad.any():
+        out_ids[pad], out_sc[pad], out_codes[pad] = -1, -np.inf, -1
     return FusedRanking(out_ids, out_sc, out_codes, list(mods))
 
 

@@ -15,7 +15,21 @@ MIXED = "mixed"  # subset label for a query whose relevant items span several mo
 
 @dataclass
 class Qrels:
-    """Relevance judgements: ``rows [n, 3]`` of (query row, corpus row, relevance > 0)."""
+    """Relevance judgements of a set of queries against a corpus.
+
+    Parameters
+    ----------
+    rows : array-like
+        ``[n, 3]`` integer rows of (query row, corpus row, relevance). Rows with relevance 0 or
+        less (judged non-relevant) are dropped.
+    n_queries : int
+        Number of queries; every query row must be in ``[0, n_queries)``.
+
+    Raises
+    ------
+    ValueError
+        When a query row is out of range.
+    """
 
     rows: np.ndarray
     n_queries: int
@@ -29,7 +43,18 @@ class Qrels:
         self.rows = r
 
     def relevance_matrix(self, ranking: np.ndarray) -> np.ndarray:
-        """[Q, K] relevance of each ranked item (0 when not relevant or empty)."""
+        """Relevance of each ranked item.
+
+        Parameters
+        ----------
+        ranking : numpy.ndarray
+            ``[Q, K]`` int corpus rows, best first; -1 marks an empty slot.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``[Q, K]`` int64 relevance, 0 where the item is not relevant or the slot is empty.
+        """
         if self.rows.shape[0] == 0:
             return np.zeros(ranking.shape, dtype=np.int64)
         # Encode (query, doc) as one int so a sorted search finds each ranked pair's judgement.
@@ -43,10 +68,22 @@ class Qrels:
         return np.where(found, judged_rel[pos], 0).reshape(ranking.shape)
 
     def n_relevant(self) -> np.ndarray:
+        """Number of relevant items of each query, ``[Q]`` int64."""
         return np.bincount(self.rows[:, 0], minlength=self.n_queries)
 
     def ideal_gains(self, k: int) -> np.ndarray:
-        """[Q, k] relevances sorted descending (for nDCG's ideal DCG)."""
+        """Each query's ``k`` highest relevances, descending (the gains of nDCG's ideal DCG).
+
+        Parameters
+        ----------
+        k : int
+            Ranks wanted.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``[Q, k]`` float64, zero-padded.
+        """
         out = np.zeros((self.n_queries, k))
         for q in np.unique(self.rows[:, 0]):
             rels = np.sort(self.rows[self.rows[:, 0] == q, 2])[::-1][:k]
@@ -54,7 +91,19 @@ class Qrels:
         return out
 
     def target_modality(self, corpus_modalities: Sequence[str]) -> np.ndarray:
-        """Per query: the modality of its relevant items, ``"mixed"`` if several, ``""`` if none."""
+        """The modality of each query's relevant items.
+
+        Parameters
+        ----------
+        corpus_modalities : sequence of str
+            The modality label of every corpus row.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``[Q]`` object array: the modality, :data:`MIXED` when the relevant items span several,
+            ``""`` for a query with none.
+        """
         labels = np.asarray(corpus_modalities, dtype=object)
         out = np.full(self.n_queries, "", dtype=object)
         for q in np.unique(self.rows[:, 0]):
@@ -64,14 +113,45 @@ class Qrels:
 
 
 def recall_at_k(rel: np.ndarray, n_relevant: np.ndarray, k: int) -> np.ndarray:
-    """Per query: share of its relevant items in the top k (NaN for a query with none)."""
+    """Per query: the share of its relevant items in the top ``k``.
+
+    Parameters
+    ----------
+    rel : numpy.ndarray
+        ``[Q, K]`` relevance of each ranked item (:meth:`Qrels.relevance_matrix`).
+    n_relevant : numpy.ndarray
+        ``[Q]`` relevant items per query (:meth:`Qrels.n_relevant`).
+    k : int
+        Cut-off.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``[Q]`` float64; NaN for a query with no relevant item.
+    """
     hits = (rel[:, :k] > 0).sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(n_relevant > 0, hits / np.maximum(n_relevant, 1), np.nan)
 
 
 def mrr_at_k(rel: np.ndarray, n_relevant: np.ndarray, k: int) -> np.ndarray:
-    """Per query: 1 / rank of the first relevant item within the top k, else 0."""
+    """Per query: the reciprocal rank of the first relevant item within the top ``k``.
+
+    Parameters
+    ----------
+    rel : numpy.ndarray
+        ``[Q, K]`` relevance of each ranked item.
+    n_relevant : numpy.ndarray
+        ``[Q]`` relevant items per query.
+    k : int
+        Cut-off.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``[Q]`` float64: ``1 / rank``, 0 when no relevant item is in the top ``k``, NaN for a
+        query with no relevant item.
+    """
     hit = rel[:, :k] > 0
     first = np.where(hit.any(axis=1), hit.argmax(axis=1) + 1, 0)
     rr = np.where(first > 0, 1.0 / np.maximum(first, 1), 0.0)
@@ -79,7 +159,22 @@ def mrr_at_k(rel: np.ndarray, n_relevant: np.ndarray, k: int) -> np.ndarray:
 
 
 def ndcg_at_k(rel: np.ndarray, ideal: np.ndarray, k: int) -> np.ndarray:
-    """Per query nDCG@k with linear gains (as trec_eval) and log2 discounts."""
+    """Per query nDCG@k with linear gains (as trec_eval) and log2 discounts.
+
+    Parameters
+    ----------
+    rel : numpy.ndarray
+        ``[Q, K]`` relevance of each ranked item.
+    ideal : numpy.ndarray
+        ``[Q, >= k]`` ideal gains (:meth:`Qrels.ideal_gains`).
+    k : int
+        Cut-off.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``[Q]`` float64; NaN for a query with no relevant item.
+    """
     disc = 1.0 / np.log2(np.arange(2, k + 2))
     dcg = (rel[:, :k] * disc[: rel[:, :k].shape[1]]).sum(axis=1)
     idcg = (ideal[:, :k] * disc[: ideal[:, :k].shape[1]]).sum(axis=1)
@@ -88,7 +183,22 @@ def ndcg_at_k(rel: np.ndarray, ideal: np.ndarray, k: int) -> np.ndarray:
 
 
 def modality_share_at_k(ranked_modalities: np.ndarray, modality: str, k: int) -> np.ndarray:
-    """Per query: share of the top-k slots held by ``modality``."""
+    """Per query: the share of the filled top-``k`` slots held by ``modality``.
+
+    Parameters
+    ----------
+    ranked_modalities : numpy.ndarray
+        ``[Q, K]`` modality label of each ranked item, ``""`` for an empty slot.
+    modality : str
+        The modality counted.
+    k : int
+        Cut-off.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``[Q]`` float64 in ``[0, 1]`` (0 for a query with no filled slot).
+    """
     top = ranked_modalities[:, :k]
     filled = np.maximum((top != "").sum(axis=1), 1)
     return (top == modality).sum(axis=1) / filled
@@ -101,10 +211,35 @@ def evaluate_ranking(
     corpus_modalities: Sequence[str],
     ks: Sequence[int] = (1, 5, 10, 20),
 ) -> list[dict]:
-    """Metric rows ``{"subset", "metric", "value", "n"}`` for subset "all" and each target modality.
+    """Mean metrics over all queries and over the queries of each target modality.
 
     Metrics: ``recall@K``, ``mrr@K``, ``ndcg@K`` and ``share_<modality>@K`` for every K.
     Queries without any relevant item are left out of every subset.
+
+    Parameters
+    ----------
+    ranking : numpy.ndarray
+        ``[Q, K]`` corpus rows, best first; -1 marks an empty slot. Shorter than ``max(ks)`` is
+        padded.
+    ranked_modalities : numpy.ndarray
+        ``[Q, K]`` modality label of each ranked item, ``""`` for an empty slot.
+    qrels : Qrels
+        The judgements of the ``Q`` queries.
+    corpus_modalities : sequence of str
+        The modality label of every corpus row.
+    ks : sequence of int, default (1, 5, 10, 20)
+        Cut-offs.
+
+    Returns
+    -------
+    list of dict
+        Rows ``{"subset", "metric", "value", "n"}``: subset ``"all"`` and each target modality
+        (see :meth:`Qrels.target_modality`), ``n`` queries each.
+
+    Raises
+    ------
+    ValueError
+        When ``ranking`` is not ``[Q, K]`` for the ``Q`` queries of ``qrels``.
     """
     ranking = np.asarray(ranking, dtype=np.int64)
     if ranking.ndim != 2 or ranking.shape[0] != qrels.n_queries:

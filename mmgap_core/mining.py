@@ -1,7 +1,8 @@
 """Exact per-modality top-k search and pseudo-positive mining.
 
-Blocked over queries and candidates, built on float32 BLAS matmul: the full Q x N score matrix is never
-materialised, so extra memory is bounded by ``max_block_bytes`` (plus the Q x M x k result) whatever Q and N.
+Blocked over queries and candidates, built on float32 BLAS matmul: the full Q x N score matrix is
+never materialised, so extra memory is bounded by ``max_block_bytes`` (plus the Q x M x k result)
+whatever Q and N. :class:`TopKScan` is the inner loop, shared with streamed calibration mining.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ class ModalityTopK:
 
 @dataclass
 class PseudoPositives(ModalityTopK):
-    """Mined pseudo-positive pairs. :meth:`pairs` flattens them for :class:`ModalityStandardizer`."""
+    """Mined pseudo-positive pairs; :meth:`pairs` flattens them for a ``ModalityStandardizer``."""
 
     def pairs(self) -> tuple[np.ndarray, np.ndarray]:
         """(scores, candidate modality labels), one entry per mined pair (all top-k pooled)."""
@@ -55,9 +56,10 @@ UNIT_NORM_ATOL = 1e-6  # rows this close to unit length are used as they are (no
 def _inverse_norms(x: np.ndarray, name: str, block_rows: int) -> np.ndarray | None:
     """1/||row|| as float32, or None when every row is already unit length (the common, free case).
 
-    Also the finiteness check of ``x`` (a NaN/inf row has a non-finite squared norm), so the caller
-    reads the embeddings once for both. Squared norms are summed in float32 (fast); rows whose square
-    may have underflowed or overflowed are redone in float64, so a tiny row is not a false "zero norm".
+    Also the finiteness check of ``x`` (a NaN/inf row has a non-finite squared norm), so the
+    caller reads the embeddings once for both. Squared norms are summed in float32 (fast); rows
+    whose square may have underflowed or overflowed are redone in float64, so a tiny row is not a
+    false "zero norm".
     """
     sq = np.empty(x.shape[0], dtype=np.float32)
     for s in range(0, x.shape[0], block_rows):
@@ -92,11 +94,11 @@ def _kth_largest(s: np.ndarray, kth: int, chunk_rows: int) -> np.ndarray:
 
 
 def _merge_rows(best_s, best_i, rows, new_s, new_i):
-    """Merge new (row, score, corpus index) entries into the rows of ``best_s``/``best_i`` they touch.
+    """Merge new (row, score, corpus index) entries into the rows of ``best_s``/``best_i``.
 
-    ``rows`` must be sorted, and within a row the new indices ascending and above every index already
-    kept (blocks are scanned in corpus order): then a stable sort by score alone breaks ties by the
-    lower corpus row.
+    ``rows`` must be sorted, and within a row the new indices ascending and above every index
+    already kept (blocks are scanned in corpus order): then a stable sort by score alone breaks
+    ties by the lower corpus row.
     """
     k = best_s.shape[1]
     touched, starts, counts = np.unique(rows, return_index=True, return_counts=True)
@@ -138,6 +140,112 @@ def _merge_candidates(best_s, best_i, rows, new_s, new_i, k):
     best_i[...] = all_i[keep].reshape(n_rows, k)
 
 
+class TopKScan:
+    """Scores the queries against one candidate block and merges the hits into running top-k arrays.
+
+    The inner loop of :func:`topk_per_modality`, shared with streamed mining
+    (:class:`~mmgap_core.calibration.streaming.StreamingTopK`), which feeds it corpus chunks in
+    order while keeping ``best_s``/``best_i`` between them.
+
+    Parameters
+    ----------
+    q : numpy.ndarray
+        ``[Q, d]`` float32 C-contiguous queries (checked finite and non-zero here).
+    k : int
+        The widest list that will be asked for (sizes the buffers).
+    max_block_bytes : int
+        See :func:`topk_per_modality`; ``cb`` candidate rows make one block.
+    """
+
+    def __init__(self, q: np.ndarray, k: int, max_block_bytes: int):
+        n_q, d = q.shape
+        # A quarter of the budget for the candidate block (a gather when a modality is
+        # interleaved), the rest for the score block. Candidate blocks are the outer loop so each
+        # is gathered once.
+        self.cb = cb = int(max(256, min(16384, (max_block_bytes // 4) // (4 * d))))
+        # Per query row of a block: its scores (float32), its normalised copy, for k > 1 a mask.
+        row_bytes = 4 * cb + 4 * d + (cb if k > 1 else 0)
+        self.qb = qb = int(max(16, min(n_q, (max_block_bytes * 3 // 4) // row_bytes)))
+        self.q, self.q_inv = q, _inverse_norms(q, "queries", cb)
+        self.score_buf = np.empty((qb, cb), dtype=np.float32)
+        self.q_buf = None if self.q_inv is None else np.empty((qb, d), dtype=np.float32)
+        self.mask_buf = np.empty(qb * cb, dtype=bool) if k > 1 else None
+        # k > 1 temporaries (partition copies, (row, col) hit lists) are processed a few rows at a
+        # time so that each stays within a sixteenth of the budget.
+        self.part_rows = max(1, (max_block_bytes // 16) // (8 * min(cb, SEED_COLUMNS)))
+        self.max_hits = max(cb, (max_block_bytes // 16) // 32)
+        self.q_rows = np.arange(qb)
+
+    def scan(self, blk, blk_inv, blk_rows, best_s, best_i, exclude=None) -> None:
+        """Merge one block of at most :attr:`cb` candidates into ``best_s``/``best_i`` (in place).
+
+        Parameters
+        ----------
+        blk : numpy.ndarray
+            ``[nb, d]`` float32 candidates.
+        blk_inv : numpy.ndarray or None
+            Their ``1/norm`` (``None``: unit rows).
+        blk_rows : numpy.ndarray
+            Their corpus rows, ascending and above every row already kept.
+        best_s, best_i : numpy.ndarray
+            ``[Q, kk]`` running scores (``-inf`` when empty) and rows (-1), best first.
+        exclude : numpy.ndarray, optional
+            ``[Q]`` corpus row each query must not get (-1 for none).
+        """
+        q, q_inv, q_rows = self.q, self.q_inv, self.q_rows
+        n_q, kk, nb = q.shape[0], best_s.shape[1], blk_rows.size
+        for qs in range(0, n_q, self.qb):
+            qe = min(qs + self.qb, n_q)
+            nq = qe - qs
+            if q_inv is None:
+                q_blk = q[qs:qe]
+            else:
+                q_blk = np.multiply(q[qs:qe], q_inv[qs:qe, None], out=self.q_buf[:nq])
+            s = self.score_buf[:nq, :nb]
+            np.matmul(q_blk, blk.T, out=s)
+            if blk_inv is not None:
+                s *= blk_inv
+            if exclude is not None:
+                self_rows = exclude[qs:qe]
+                pos = np.searchsorted(blk_rows, self_rows)
+                hit = (self_rows >= 0) & (pos < nb)
+                hit[hit] = blk_rows[pos[hit]] == self_rows[hit]
+                s[q_rows[:nq][hit], pos[hit]] = -np.inf
+            if kk == 1:
+                a = s.argmax(axis=1)
+                v = s[q_rows[:nq], a]
+                bs, bi = best_s[qs:qe, 0], best_i[qs:qe, 0]
+                better = v > bs  # strict: on a tie the earlier (lower) corpus row stays
+                bs[better] = v[better]
+                bi[better] = blk_rows[a[better]]
+                continue
+            # Only scores above each row's current k-th best can enter its top-k. Rows not yet
+            # full use this block's own k-th best, so few entries pass and no full-block sort
+            # (nor an int64 index array of the block's size) is ever needed.
+            thr = best_s[qs:qe, kk - 1].copy()
+            unfilled = np.flatnonzero(thr == -np.inf)
+            seed_cols = min(nb, SEED_COLUMNS)
+            if unfilled.size and seed_cols >= kk:
+                # The k-th best of a few columns is a valid (lower) threshold for the whole block
+                # and much cheaper than partitioning all of it; a few dozen extra hits per row.
+                local = _kth_largest(s[unfilled, :seed_cols], kk, self.part_rows)
+                # s > nextafter(t, -inf) is s >= t; a -inf threshold still drops excluded rows.
+                thr[unfilled] = np.nextafter(local, np.float32(-np.inf))
+            # A contiguous mask, so that flatnonzero (much faster than a 2-D nonzero) applies.
+            mask = self.mask_buf[: nq * nb].reshape(nq, nb)
+            np.greater(s, thr[:, None], out=mask)
+            hits = np.count_nonzero(mask)
+            if hits == 0:
+                continue
+            # Usually ~k hits per row; many ties can make it the whole block: go in row chunks.
+            step = nq if hits <= self.max_hits else max(1, self.max_hits // nb)
+            for r0 in range(0, nq, step):
+                flat = np.flatnonzero(mask[r0 : r0 + step])
+                if flat.size:
+                    r, c = np.divmod(flat, nb)
+                    _merge_rows(best_s, best_i, qs + r0 + r, s[r0 + r, c], blk_rows[c])
+
+
 def topk_per_modality(
     queries,
     candidates,
@@ -152,19 +260,22 @@ def topk_per_modality(
 
     Parameters
     ----------
-    queries : [Q, d] array. Not copied when float32 and C-contiguous; rows that are not unit length are
-        normalised one block at a time.
-    candidates : [N, d] array. Not copied when float32 and C-contiguous; rows that are not unit length
-        are handled by scaling scores, so no normalised copy of the corpus is made.
+    queries : [Q, d] array. Not copied when float32 and C-contiguous; rows that are not unit
+        length are normalised one block at a time.
+    candidates : [N, d] array. Not copied when float32 and C-contiguous; rows that are not unit
+        length are handled by scaling scores, so no normalised copy of the corpus is made.
     candidate_modalities : N labels.
-    exclude : optional [Q] int array: the corpus row that query ``q`` itself is (-1 for none). That row is
-        never returned for ``q`` (self-exclusion, for calibration queries drawn from the corpus).
-    modalities : the modalities to search, in output order (default: all present, in first-seen order).
-    max_block_bytes : memory for one block of scores, one gathered block of candidates and one block of
-        normalised queries (about; at least 256 candidate rows and 16 query rows per block).
+    exclude : optional [Q] int array: the corpus row that query ``q`` itself is (-1 for none).
+        That row is never returned for ``q`` (self-exclusion, for calibration queries drawn from
+        the corpus).
+    modalities : the modalities to search, in output order (default: all present, in first-seen
+        order).
+    max_block_bytes : memory for one block of scores, one gathered block of candidates and one
+        block of normalised queries (about; at least 256 candidate rows and 16 query rows a block).
 
     Ties are broken by the lower corpus row. Extra memory is about ``max_block_bytes`` plus the
-    ``Q x M x k`` result plus O(N) bookkeeping (modality row lists, norms), independent of ``Q x N``.
+    ``Q x M x k`` result plus O(N) bookkeeping (modality row lists, norms), independent of
+    ``Q x N``.
     """
     if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
@@ -202,26 +313,12 @@ def topk_per_modality(
             raise ValueError(f"exclude: row numbers must be in [-1, {cand.shape[0] - 1}]")
         exclude = exclude.astype(np.int64, copy=False)
 
-    # A quarter of the budget for the candidate block (a gather when a modality is interleaved), the
-    # rest for the score block. Candidate blocks are the outer loop so each is gathered once.
-    cb = int(max(256, min(16384, (max_block_bytes // 4) // (4 * d))))
-    # Per query row of a block: its scores (float32), its normalised copy, and for k > 1 a bool mask.
-    row_bytes = 4 * cb + 4 * d + (cb if k > 1 else 0)
-    qb = int(max(16, min(n_q, (max_block_bytes * 3 // 4) // row_bytes)))
-    q_inv = _inverse_norms(q, "queries", cb)
+    scan = TopKScan(q, k, max_block_bytes)
+    cb = scan.cb
     c_inv = _inverse_norms(cand, "candidates", cb)
-    score_buf = np.empty((qb, cb), dtype=np.float32)
-    q_buf = None if q_inv is None else np.empty((qb, d), dtype=np.float32)
-    mask_buf = np.empty(qb * cb, dtype=bool) if k > 1 else None
-    # k > 1 temporaries (partition copies, (row, col) hit lists) are processed a few rows at a time so
-    # that each stays within a sixteenth of the budget.
-    part_rows = max(1, (max_block_bytes // 16) // (8 * min(cb, SEED_COLUMNS)))
-    max_hits = max(cb, (max_block_bytes // 16) // 32)
-
     n_mod = len(modalities)
     out_s = np.full((n_q, n_mod, k), -np.inf, dtype=np.float32)
     out_i = np.full((n_q, n_mod, k), -1, dtype=np.int64)
-    q_rows = np.arange(qb)
     gather_buf = None
     for j, m in enumerate(modalities):
         rows = np.flatnonzero(labels == m)
@@ -234,63 +331,14 @@ def topk_per_modality(
         for cs in range(0, rows.size, cb):
             blk_rows = rows[cs : cs + cb]
             nb = blk_rows.size
-            # Views when the modality is stored contiguously, else one gather per block, amortised over Q.
+            # Views when the modality is stored contiguously, else one gather per block (amortised).
             if contiguous:
                 blk = cand[blk_rows[0] : blk_rows[0] + nb]
             else:  # into one reused buffer: no second gather alive while the next is made
-                # mode="clip": rows are valid, and the default "raise" buffers `out` (twice the time).
+                # mode="clip": rows are valid; the default "raise" buffers `out` (twice the time).
                 blk = np.take(cand, blk_rows, axis=0, out=gather_buf[:nb], mode="clip")
             blk_inv = None if c_inv is None else c_inv[blk_rows]
-            for qs in range(0, n_q, qb):
-                qe = min(qs + qb, n_q)
-                nq = qe - qs
-                if q_inv is None:
-                    q_blk = q[qs:qe]
-                else:
-                    q_blk = np.multiply(q[qs:qe], q_inv[qs:qe, None], out=q_buf[:nq])
-                s = score_buf[:nq, :nb]
-                np.matmul(q_blk, blk.T, out=s)
-                if blk_inv is not None:
-                    s *= blk_inv
-                if exclude is not None:
-                    self_rows = exclude[qs:qe]
-                    pos = np.searchsorted(blk_rows, self_rows)
-                    hit = (self_rows >= 0) & (pos < nb)
-                    hit[hit] = blk_rows[pos[hit]] == self_rows[hit]
-                    s[q_rows[:nq][hit], pos[hit]] = -np.inf
-                if kk == 1:
-                    a = s.argmax(axis=1)
-                    v = s[q_rows[:nq], a]
-                    bs, bi = best_s[qs:qe, 0], best_i[qs:qe, 0]
-                    better = v > bs  # strict: on a tie the earlier (lower) corpus row stays
-                    bs[better] = v[better]
-                    bi[better] = blk_rows[a[better]]
-                    continue
-                # Only scores above each row's current k-th best can enter its top-k. Rows not yet
-                # full use this block's own k-th best, so few entries pass and no full-block sort
-                # (nor an int64 index array of the block's size) is ever needed.
-                thr = best_s[qs:qe, kk - 1].copy()
-                unfilled = np.flatnonzero(thr == -np.inf)
-                seed_cols = min(nb, SEED_COLUMNS)
-                if unfilled.size and seed_cols >= kk:
-                    # The k-th best of a few columns is a valid (lower) threshold for the whole block
-                    # and much cheaper than partitioning all of it; a few dozen extra hits per row.
-                    local = _kth_largest(s[unfilled, :seed_cols], kk, part_rows)
-                    # s > nextafter(t, -inf) is s >= t; a -inf threshold still drops excluded rows.
-                    thr[unfilled] = np.nextafter(local, np.float32(-np.inf))
-                # A contiguous mask, so that flatnonzero (much faster than a 2-D nonzero) applies.
-                mask = mask_buf[: nq * nb].reshape(nq, nb)
-                np.greater(s, thr[:, None], out=mask)
-                hits = np.count_nonzero(mask)
-                if hits == 0:
-                    continue
-                # Usually ~k hits per row; many ties can make it the whole block, so go in row chunks.
-                step = nq if hits <= max_hits else max(1, max_hits // nb)
-                for r0 in range(0, nq, step):
-                    flat = np.flatnonzero(mask[r0 : r0 + step])
-                    if flat.size:
-                        r, c = np.divmod(flat, nb)
-                        _merge_rows(best_s, best_i, qs + r0 + r, s[r0 + r, c], blk_rows[c])
+            scan.scan(blk, blk_inv, blk_rows, best_s, best_i, exclude)
         # A self-excluded singleton modality leaves -inf: mark it as "no candidate".
         best_i[~np.isfinite(best_s)] = -1
         out_s[:, j, :kk] = best_s
@@ -308,10 +356,10 @@ def mine_pseudo_positives(
     modalities: list[str] | None = None,
     max_block_bytes: int = DEFAULT_BLOCK_BYTES,
 ) -> PseudoPositives:
-    """Pseudo-positive pairs: each query's highest-cosine candidate of each modality (no labels needed).
+    """Pseudo-positive pairs: each query's highest-cosine candidate of each modality (no labels).
 
-    With ``top_k > 1`` the top-k per modality are pooled as pairs. ``exclude`` gives, per query, the corpus
-    row that the query itself is (-1 for none), so an item is never its own pseudo-positive.
+    With ``top_k > 1`` the top-k per modality are pooled as pairs. ``exclude`` gives, per query, the
+    corpus row that the query itself is (-1 for none), so an item is never its own pseudo-positive.
     See :func:`topk_per_modality` for the other parameters.
     """
     res = topk_per_modality(
@@ -331,8 +379,8 @@ def gold_pair_scores(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Cosines of labelled (query row, candidate row) positive pairs and their candidate modalities.
 
-    Feeding these to :class:`ModalityStandardizer` gives the *gold* statistics: an upper bound to compare
-    pseudo-positive calibration against.
+    Feeding these to :class:`ModalityStandardizer` gives the *gold* statistics: an upper bound to
+    compare pseudo-positive calibration against.
     """
     cand = as_embeddings(candidates, "candidates")
     q = as_embeddings(queries, "queries", dim=cand.shape[1])

@@ -1,4 +1,8 @@
-"""What the engine hands back: search hits, index reports, and the content ids items are stored under."""
+"""What the engine hands back: search hits, index reports, and the content ids of stored items.
+
+Content ids are hashes of what was embedded, so re-indexing the same input adds nothing: a text's
+UTF-8 bytes, an image file's bytes, and for a multimodal document both (:func:`document_id`).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,21 @@ if TYPE_CHECKING:  # pragma: no cover
     from .fusion import FusedRanking
     from .store.base import ModalityHits
 
-__all__ = ["Hit", "IndexReport", "SearchResult", "SkippedItem", "content_id"]
+__all__ = [
+    "ALREADY_INDEXED",
+    "BATCH_KEY",
+    "Hit",
+    "IndexReport",
+    "SearchResult",
+    "SkippedItem",
+    "content_id",
+    "document_id",
+]
+
+#: The reason of an item skipped because the store holds it already.
+ALREADY_INDEXED = "already indexed"
+#: Metadata key a store writes with each item (the id of the write that added it); hits omit it.
+BATCH_KEY = "mmgap_batch"
 
 
 @dataclass
@@ -23,7 +41,8 @@ class Hit:
     id : str
         The stored item's id (a content hash, see :func:`content_id`).
     modality : str
-        The modality the item is stored under (``"text"``, ``"image"``).
+        The modality the item is stored under: ``"text"``, ``"image"`` or ``"multimodal"`` (a
+        document made of a text and an image).
     score : float
         Calibrated score (a z score for ``standardize``); comparable across modalities.
     raw_score : float
@@ -31,9 +50,13 @@ class Hit:
     rank : int
         1-based position in the merged ranking.
     text, uri : str or None
-        The stored text, or the image's URI.
+        The stored text, and the image's URI (an absolute file path for images indexed from files).
+        A text has ``text``, an image ``uri``; a multimodal document has both (``uri`` is ``None``
+        when its image was given in memory).
     metadata : dict
-        The stored metadata.
+        The stored metadata (less :data:`BATCH_KEY`): ``source``, ``modality``, the caller's
+        fields, and for a multimodal
+        document the image's ``mime_type`` (e.g. ``"image/jpeg"``) when it could be told.
     """
 
     id: str
@@ -103,6 +126,8 @@ class SearchResult:
                 break
             m = fused.modalities[code]
             h = hits[m]
+            meta = dict(h.metadatas[0][pos] or {})
+            meta.pop(BATCH_KEY, None)
             out.append(
                 Hit(
                     id=h.ids[0][pos],
@@ -112,7 +137,7 @@ class SearchResult:
                     rank=rank,
                     text=h.documents[0][pos],
                     uri=h.uris[0][pos],
-                    metadata=dict(h.metadatas[0][pos] or {}),
+                    metadata=meta,
                 )
             )
         return cls(out, method, query_modality, warnings)
@@ -134,7 +159,8 @@ class SkippedItem:
     Attributes
     ----------
     source : str
-        The file path, or ``"texts[3]"`` / ``"images[7]"`` for in-memory input.
+        The file path, ``"file.jsonl:12"`` for a line of a ``.jsonl`` file, or ``"texts[3]"`` /
+        ``"images[7]"`` / ``"documents[2]"`` for in-memory input.
     modality : str
         The modality it would have been stored under.
     reason : str
@@ -185,11 +211,35 @@ class IndexReport:
             out[key] = out.get(key, 0) + 1
         return out
 
+    @property
+    def already_indexed(self) -> dict[str, int]:
+        """Items skipped because the store holds them already, per modality."""
+        out: dict[str, int] = {}
+        for s in self.skipped:
+            if s.reason == ALREADY_INDEXED:
+                out[s.modality] = out.get(s.modality, 0) + 1
+        return out
+
     def summary(self) -> str:
-        """A first line with the counts, then one line per skipped item."""
+        """The counts, then one line per skipped item that is not simply already indexed.
+
+        Returns
+        -------
+        str
+            ``"added 3 image, 2 text; skipped 9"``, then ``"  already indexed: 7 (5 text, 2
+            image)"`` when re-indexing, then ``"  skipped SOURCE (MODALITY): REASON"`` lines.
+        """
         added = ", ".join(f"{n} {m}" for m, n in sorted(self.added.items())) or "nothing"
         lines = [f"added {added}; skipped {len(self.skipped)}"]
-        lines += [f"  skipped {s.source} ({s.modality}): {s.reason}" for s in self.skipped]
+        already = self.already_indexed
+        if already:
+            parts = ", ".join(f"{n} {m}" for m, n in sorted(already.items()))
+            lines.append(f"  {ALREADY_INDEXED}: {sum(already.values())} ({parts})")
+        lines += [
+            f"  skipped {s.source} ({s.modality}): {s.reason}"
+            for s in self.skipped
+            if s.reason != ALREADY_INDEXED
+        ]
         return "\n".join(lines)
 
 
@@ -209,3 +259,23 @@ def content_id(modality: str, payload: bytes) -> str:
         ``f"{modality}-{sha256(payload)[:32]}"``.
     """
     return f"{modality}-{hashlib.sha256(payload).hexdigest()[:32]}"
+
+
+def document_id(text: str, image: bytes) -> str:
+    """Content id of a multimodal document, from both its parts.
+
+    Parameters
+    ----------
+    text : str
+        The document's text.
+    image : bytes
+        Its image file's bytes (or, for an in-memory PIL image, its pixels and mode).
+
+    Returns
+    -------
+    str
+        ``content_id("multimodal", ...)`` over the text's length, the text, then the image, so no
+        two different (text, image) pairs share a payload.
+    """
+    data = text.encode("utf-8")
+    return content_id("multimodal", len(data).to_bytes(8, "big") + data + bytes(image))

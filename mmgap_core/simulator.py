@@ -62,7 +62,45 @@ class SimulatorProfile:
 
     Strengths (``gap_*``, ``content_*``, ``noise_*``, ``aniso_*``) are expected norms of each
     component before normalisation; with ``gap^2 + content^2 + noise^2 + aniso^2 ~ 1`` the cosine
-    between two embeddings of one modality is roughly ``gap^2`` plus their shared content.
+    between two embeddings of one modality is roughly ``gap^2`` plus their shared content. The
+    comments on the fields say what each one does.
+
+    Parameters
+    ----------
+    name, description : str
+        The profile's name (a key of :data:`PROFILES` for the built-in ones) and one line about it.
+    seed : int
+        Seed of every random draw (>= 0).
+    dim : int
+        Embedding dimension (>= 8).
+    n_items, n_queries : int
+        Latent items (query targets, hard distractors and background) and queries.
+    query_modality : {"text", "image"}
+        The modality of the queries.
+    gap_text, gap_image, rho : float
+        Modality gap: offset strength along each modality's direction, and the cosine between
+        the two directions.
+    content_text, content_image, noise_text, noise_image : float
+        Strength of an item's content and of isotropic noise, per modality.
+    aniso_text, aniso_image, aniso_rank, aniso_overlap : float, int, float
+        Anisotropic noise along ``aniso_rank`` dominant directions per modality, and the cosine
+        between each text direction and its image counterpart.
+    query_content, query_content_spread, query_noise : float
+        Queries' content strength (mean and relative spread) and noise.
+    cross_modal_share, both_share : float
+        Share of queries whose relevant item is in the other modality; share of background items
+        stored in both modalities.
+    n_hard_distractors, distractor_closeness, distractor_cross_share : int, float, float
+        Hard distractors per query target, the cosine of their latent to the target's, and the
+        share stored in the other modality than the target's relevant row.
+    multimodal_share, multimodal_background_share, alpha : float
+        Multimodal documents (a third corpus kind): share of query targets and of background
+        items stored as one, and the text's weight in their mixing.
+
+    Raises
+    ------
+    ValueError
+        Listing every invalid field.
     """
 
     name: str
@@ -183,15 +221,19 @@ class SimulatorProfile:
         return self.multimodal_share > 0 or self.multimodal_background_share > 0
 
     def gap(self, modality: str) -> float:
+        """The gap strength of ``modality``."""
         return self.gap_text if modality == "text" else self.gap_image
 
     def content(self, modality: str) -> float:
+        """The content strength of ``modality``."""
         return self.content_text if modality == "text" else self.content_image
 
     def noise(self, modality: str) -> float:
+        """The isotropic noise strength of ``modality``."""
         return self.noise_text if modality == "text" else self.noise_image
 
     def aniso(self, modality: str) -> float:
+        """The anisotropic noise strength of ``modality``."""
         return self.aniso_text if modality == "text" else self.aniso_image
 
 
@@ -256,8 +298,25 @@ DEFAULT_PROFILE = "clip-like"
 class SimulatedData:
     """One simulated retrieval set. Row numbers are the ids (``qrels`` and :meth:`write` use them).
 
-    ``corpus_items`` (not part of the file formats) is the latent item of each corpus row: two rows
-    sharing an item are the text and the image of the same thing.
+    Attributes
+    ----------
+    profile : str
+        The profile's name.
+    queries : numpy.ndarray
+        ``[Q, d]`` float32 unit rows.
+    query_modality : str
+        The modality of the queries.
+    corpus : numpy.ndarray
+        ``[N, d]`` float32 unit rows.
+    modalities : numpy.ndarray
+        ``[N]`` str, each corpus row's kind.
+    qrels : numpy.ndarray
+        ``[n, 3]`` int64 rows of (query row, corpus row, relevance > 0).
+    target_modality : numpy.ndarray
+        ``[Q]`` str, the kind of each query's relevant row.
+    corpus_items : numpy.ndarray, optional
+        ``[N]`` int64 latent item of each corpus row (not part of the file formats): two rows
+        sharing an item are the text and the image of the same thing.
     """
 
     profile: str
@@ -279,9 +338,13 @@ class SimulatedData:
     def score_statistics(self) -> dict[str, float]:
         """Mean raw cosines that characterise the modality gap, by name.
 
-        ``query_vs_random_<m>``: queries against the rows of modality m that are not their relevant
-        row; ``query_vs_relevant_<m>``: queries against their relevant row, where it has modality m;
-        ``paired_text_image``: the text row against the image row of one item. NaN when empty.
+        Returns
+        -------
+        dict of str to float
+            ``query_vs_random_<m>``: queries against the rows of modality ``m`` that are not their
+            relevant row; ``query_vs_relevant_<m>``: queries against their relevant row, where it
+            has modality ``m``; ``paired_text_image``: the text row against the image row of one
+            item. NaN when empty.
         """
         scores = self.queries.astype(np.float64) @ self.corpus.T.astype(np.float64)
         relevant = np.zeros(scores.shape, dtype=bool)
@@ -317,7 +380,16 @@ class SimulatedData:
 
         ``queries.npy`` (float32 [Q, d]), ``corpus.npy`` (float32 [N, d]), ``modality.txt`` (one
         label per corpus row) and ``qrels.tsv`` (TREC qrels, tab-separated
-        ``query_id 0 doc_id relevance``; ids are row numbers). Returns the paths by kind.
+        ``query_id 0 doc_id relevance``; ids are row numbers).
+
+        Parameters
+        ----------
+        directory : str or os.PathLike
+
+        Returns
+        -------
+        dict of str to Path
+            The paths by kind: ``queries``, ``corpus``, ``modality``, ``qrels``.
         """
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
@@ -395,10 +467,24 @@ class _World:
 
 
 def simulate(profile: str | SimulatorProfile = DEFAULT_PROFILE) -> SimulatedData:
-    """Generate the retrieval set of a profile (a name in :data:`PROFILES` or a profile object).
+    """Generate the retrieval set of a profile.
 
     Deterministic: the same profile gives bit-identical arrays. Corpus rows are shuffled so the
-    modalities interleave; each query has exactly one relevant row. Unknown name -> ValueError.
+    modalities interleave; each query has exactly one relevant row.
+
+    Parameters
+    ----------
+    profile : str or SimulatorProfile, default "clip-like"
+        A name in :data:`PROFILES`, or a profile object.
+
+    Returns
+    -------
+    SimulatedData
+
+    Raises
+    ------
+    ValueError
+        For an unknown profile name.
     """
     p = _resolve(profile)
     rng = np.random.default_rng(p.seed)
@@ -506,10 +592,16 @@ _SIM_IMAGE = re.compile(rb"^simulated image #(\d+)$")
 class SimulatedEncoder:
     """An offline stand-in for a CLIP model: it "embeds" the named items of one simulated dataset.
 
-    Texts ``"simulated text #R"`` and images given as the bytes ``b"simulated image #R"`` map to corpus
-    row ``R`` of :func:`simulate` (``profile``); ``"simulated query #Q"`` maps to query ``Q``. Anything
-    else is a failure with a reason. It implements :class:`mmgap_core.encoders.Encoder`, so the engine,
-    the CLI and the adapters run unchanged where no pretrained weights can be loaded (demo, notebook).
+    Texts ``"simulated text #R"`` and images given as the bytes ``b"simulated image #R"`` map to
+    corpus row ``R`` of :func:`simulate` (``profile``); ``"simulated query #Q"`` maps to query
+    ``Q``. Anything else is a failure with a reason. It implements
+    :class:`mmgap_core.encoders.Encoder`, so the engine, the CLI and the adapters run unchanged
+    where no pretrained weights can be loaded (demo, notebook).
+
+    Parameters
+    ----------
+    profile : str or SimulatorProfile, default "clip-like"
+        The simulated dataset.
     """
 
     def __init__(self, profile: str | SimulatorProfile = DEFAULT_PROFILE):
@@ -533,17 +625,30 @@ class SimulatedEncoder:
         return {"kind": "simulated", "profile": dataclasses.asdict(self._profile)}
 
     def corpus(self) -> tuple[list[str], list[bytes]]:
-        """(texts, images) that make up the simulated corpus, in the forms this encoder reads."""
+        """The simulated corpus, in the forms this encoder reads.
+
+        Returns
+        -------
+        (list of str, list of bytes)
+            The texts and the images.
+        """
         rows = np.arange(self.data.corpus.shape[0])
         texts = [f"simulated text #{r}" for r in rows[self.data.modalities == "text"]]
         images = [f"simulated image #{r}".encode() for r in rows[self.data.modalities == "image"]]
         return texts, images
 
     def queries(self) -> list[str]:
+        """The simulated queries, ``"simulated query #Q"``, in row order."""
         return [f"simulated query #{q}" for q in range(self.data.queries.shape[0])]
 
     def relevant_row(self, query: str) -> int:
-        """Corpus row of a simulated query's relevant item."""
+        """Corpus row of a simulated query's relevant item.
+
+        Raises
+        ------
+        ValueError
+            When ``query`` is not a simulated query.
+        """
         m = _SIM_TEXT.match(query)
         if not m or m.group(1) != "query":
             raise ValueError(f"not a simulated query: {query!r}")
@@ -580,14 +685,18 @@ class SimulatedEncoder:
         return EmbeddingSet(vectors, self.model_id, modality, np.asarray(indices, dtype=np.int64), failures)
 
     def embed_texts(self, texts, *, batch_size=None, progress=False, strict=False):
+        """Embed simulated texts and queries (see the class); other texts are failures."""
         return self._embed(list(texts), "text", strict)
 
     def embed_images(self, images, *, batch_size=None, progress=False, strict=False):
+        """Embed simulated images (see the class); other images are failures."""
         return self._embed(list(images), "image", strict)
 
     def embed_query_text(self, text: str) -> np.ndarray:
+        """One simulated text or query's vector; ``ValueError`` for anything else."""
         out = self._embed([text], "text", strict=True)
         return out.vectors[0]
 
     def embed_query_image(self, image) -> np.ndarray:
+        """One simulated image's vector; ``ValueError`` for anything else."""
         return self._embed([image], "image", strict=True).vectors[0]

@@ -1,8 +1,8 @@
 """Per-(query modality, candidate modality) score statistics, as a scikit-learn-style estimator.
 
 The paper's standardization (Yamashita et al., 2025) scores a candidate of modality ``m`` by
-``z = (s - mu_m) / sigma_m``, where ``mu_m`` and ``sigma_m`` are the mean and standard deviation of the
-pseudo-positive scores (each calibration query's best cosine in modality ``m``).
+``z = (s - mu_m) / sigma_m``, where ``mu_m`` and ``sigma_m`` are the mean and standard deviation of
+the pseudo-positive scores (each calibration query's best cosine in modality ``m``).
 """
 
 from __future__ import annotations
@@ -36,7 +36,17 @@ class NotFittedError(ValueError):
 
 @dataclass(frozen=True)
 class KeyStats:
-    """Running moments of one (query modality, candidate modality) key."""
+    """Running moments of one (query modality, candidate modality) key.
+
+    Attributes
+    ----------
+    count : int
+        Number of scores.
+    mean : float
+        Their mean.
+    m2 : float
+        Sum of squared deviations from the mean.
+    """
 
     count: int
     mean: float
@@ -44,20 +54,26 @@ class KeyStats:
 
     @property
     def variance(self) -> float:
+        """Population variance (NaN when empty)."""
         return self.m2 / self.count if self.count else float("nan")
 
     @property
     def std(self) -> float:
+        """Population standard deviation (NaN when empty)."""
         return math.sqrt(max(self.variance, 0.0)) if self.count else float("nan")
 
     @staticmethod
     def of(values: np.ndarray) -> KeyStats:
+        """The moments of ``values`` (1-D, at least one)."""
         v = np.asarray(values, dtype=np.float64)
         mean = float(v.mean())
         return KeyStats(int(v.size), mean, float(((v - mean) ** 2).sum()))
 
     def merge(self, other: KeyStats) -> KeyStats:
-        # Chan et al.'s parallel update: exact for any split of the data, and stable.
+        """The moments of both sets of scores together.
+
+        Chan et al.'s parallel update: exact for any split of the data, and stable.
+        """
         if other.count == 0:
             return self
         if self.count == 0:
@@ -74,18 +90,34 @@ class ModalityStandardizer:
 
     Parameters
     ----------
-    model_id, dim:
-        The embedding model and dimension the statistics are fitted for; saved by :meth:`to_dict` and
-        checked by :meth:`check_compatible`, so statistics are never reused with another model.
-    min_std:
+    model_id : str, optional
+        The embedding model the statistics are fitted for; saved by :meth:`to_dict` and checked
+        by :meth:`check_compatible`, so statistics are never reused with another model.
+    dim : int, optional
+        The embedding dimension, saved and checked the same way.
+    min_std : float, default 1e-6
         A key whose standard deviation is below this (zero variance, or a single pseudo-pair) is
-        *degenerate*. Its std falls back to the count-weighted pooled std of the non-degenerate keys of the
-        same query modality, or to 1.0 (a pure mean shift) when there is none. A ``UserWarning`` says so.
+        *degenerate*. Its std falls back to the count-weighted pooled std of the non-degenerate
+        keys of the same query modality, or to 1.0 (a pure mean shift) when there is none. A
+        ``UserWarning`` says so.
 
-    Fitted attributes (dicts keyed by ``(query_modality, candidate_modality)``)
-    ------------------------------------------------------------------------
-    ``mean_``, ``std_`` (the std used by :meth:`transform`, after any fallback), ``count_``,
-    ``raw_std_`` (before fallback), ``fallback_`` (the set of keys whose std fell back).
+    Attributes
+    ----------
+    mean_ : dict
+        ``(query modality, candidate modality) -> mean`` of the pseudo-positive scores.
+    std_ : dict
+        The std :meth:`transform` uses, after any fallback.
+    count_ : dict
+        Number of scores per key.
+    raw_std_ : dict
+        The std before fallback.
+    fallback_ : set
+        The keys whose std fell back.
+
+    Raises
+    ------
+    ValueError
+        For a non-positive ``min_std``, a bad ``dim`` or a non-string ``model_id``.
     """
 
     def __init__(
@@ -107,7 +139,27 @@ class ModalityStandardizer:
 
     # ------------------------------------------------------------------ fitting
     def fit(self, scores, candidate_modalities, query_modalities="text") -> ModalityStandardizer:
-        """Fit from pseudo-positive scores, replacing any earlier fit (kept if the input is bad)."""
+        """Fit from pseudo-positive scores, replacing any earlier fit (kept if the input is bad).
+
+        Parameters
+        ----------
+        scores : array-like
+            1-D pseudo-positive cosines.
+        candidate_modalities : str or sequence of str
+            One label for all scores, or one per score.
+        query_modalities : str or sequence of str, default "text"
+            One label for all scores, or one per score.
+
+        Returns
+        -------
+        ModalityStandardizer
+            ``self``.
+
+        Raises
+        ------
+        ValueError
+            For non-finite scores or bad labels.
+        """
         return self._fit_chunk({}, scores, candidate_modalities, query_modalities)
 
     def partial_fit(
@@ -115,8 +167,17 @@ class ModalityStandardizer:
     ) -> ModalityStandardizer:
         """Merge a chunk of pseudo-positive scores into the running statistics.
 
-        ``scores`` is 1-D; ``candidate_modalities`` and ``query_modalities`` are each one label for all
-        scores, or one label per score.
+        Parameters
+        ----------
+        scores : array-like
+            1-D pseudo-positive cosines.
+        candidate_modalities, query_modalities : str or sequence of str
+            Each one label for all scores, or one label per score.
+
+        Returns
+        -------
+        ModalityStandardizer
+            ``self``.
         """
         return self._fit_chunk(self._stats, scores, candidate_modalities, query_modalities)
 
@@ -152,7 +213,7 @@ class ModalityStandardizer:
         return self
 
     def _refresh(self) -> None:
-        """Recompute the public fitted attributes; warn about degenerate keys (at the user's call)."""
+        """Recompute the fitted attributes; warn about degenerate keys (at the user's call)."""
         self.count_ = {k: v.count for k, v in self._stats.items()}
         self.mean_ = {k: v.mean for k, v in self._stats.items()}
         self.raw_std_ = {k: v.std for k, v in self._stats.items()}
@@ -161,7 +222,8 @@ class ModalityStandardizer:
             if st.count >= 2 and st.std >= self.min_std:
                 self.std_[(q, c)] = st.std
                 continue
-            # Pool the variances of this query modality's healthy keys: same scale, no made-up number.
+            # Pool the variances of this query modality's healthy keys: same scale, no made-up
+            # number.
             healthy = [
                 v
                 for (q2, _), v in self._stats.items()
@@ -185,35 +247,51 @@ class ModalityStandardizer:
     # ------------------------------------------------------------------ using
     @property
     def is_fitted(self) -> bool:
+        """Whether any key was fitted."""
         return bool(self._stats)
 
     def _check_fitted(self) -> None:
         if not self._stats:
             raise NotFittedError(
-                "ModalityStandardizer is not fitted: call fit/partial_fit with pseudo-positive scores "
-                "(e.g. from mmgap_core.mine_pseudo_positives) first"
+                "ModalityStandardizer is not fitted: call fit/partial_fit with pseudo-positive "
+                "scores (e.g. from mmgap_core.mine_pseudo_positives) first"
             )
 
     @property
     def keys_(self) -> list[Key]:
+        """The fitted ``(query modality, candidate modality)`` keys, sorted."""
         self._check_fitted()
         return sorted(self._stats)
 
     def query_modalities(self) -> list[str]:
+        """The fitted query modalities, sorted."""
         return sorted({q for q, _ in self._stats})
 
     def candidate_modalities(self, query_modality: str | None = None) -> list[str]:
+        """The fitted candidate modalities (of ``query_modality`` queries, or of any), sorted."""
         return sorted({c for q, c in self._stats if query_modality is None or q == query_modality})
 
     def params(self, query_modality: str, candidate_modality: str) -> tuple[float, float]:
-        """(mean, std) used for this key; ValueError naming the missing key otherwise."""
+        """The ``(mean, std)`` :meth:`transform` uses for one key.
+
+        Returns
+        -------
+        (float, float)
+
+        Raises
+        ------
+        NotFittedError
+            Before any fit.
+        ValueError
+            Naming the missing key.
+        """
         self._check_fitted()
         key = (query_modality, candidate_modality)
         if key not in self._stats:
             if query_modality not in self.query_modalities():
                 raise ValueError(
-                    f"no statistics for query modality {query_modality!r}; fitted query modalities: "
-                    f"{self.query_modalities()}"
+                    f"no statistics for query modality {query_modality!r}; fitted query "
+                    f"modalities: {self.query_modalities()}"
                 )
             raise ValueError(
                 f"no statistics for candidate modality {candidate_modality!r} under query modality "
@@ -223,9 +301,27 @@ class ModalityStandardizer:
         return self.mean_[key], self.std_[key]
 
     def transform(self, scores, candidate_modalities, query_modality: str = "text") -> np.ndarray:
-        """z-scores ``(s - mean) / std`` for each score, by its candidate modality. Same shape as ``scores``.
+        """z-scores ``(s - mean) / std`` of each score, by its candidate modality.
 
-        ``candidate_modalities`` is one label for all scores or a label array of the same shape.
+        Parameters
+        ----------
+        scores : array-like
+            Raw cosines, any shape.
+        candidate_modalities : str or array-like of str
+            One label for all scores, or a label array of the same shape.
+        query_modality : str, default "text"
+
+        Returns
+        -------
+        numpy.ndarray
+            float64, the shape of ``scores``.
+
+        Raises
+        ------
+        NotFittedError
+            Before any fit.
+        ValueError
+            For a label shape that does not match, or a key that was not fitted.
         """
         self._check_fitted()
         s = np.asarray(scores, dtype=np.float64)
@@ -246,7 +342,18 @@ class ModalityStandardizer:
         return out
 
     def fit_transform(self, scores, candidate_modalities, query_modalities="text") -> np.ndarray:
-        """:meth:`fit` then :meth:`transform`, for one query modality (checked before fitting)."""
+        """:meth:`fit` then :meth:`transform`, for one query modality (checked before fitting).
+
+        Returns
+        -------
+        numpy.ndarray
+            The z-scores of ``scores``.
+
+        Raises
+        ------
+        ValueError
+            When ``query_modalities`` is not one label.
+        """
         if not isinstance(query_modalities, str):
             raise ValueError("fit_transform needs a single query modality")
         self.fit(scores, candidate_modalities, query_modalities)
@@ -254,7 +361,13 @@ class ModalityStandardizer:
 
     # ------------------------------------------------------------------ compatibility & persistence
     def check_compatible(self, model_id: str | None = None, dim: int | None = None) -> None:
-        """Raise ValueError when these statistics were fitted for another model or dimension."""
+        """Refuse statistics fitted for another model or dimension.
+
+        Raises
+        ------
+        ValueError
+            When ``model_id`` or ``dim`` (each checked when both sides know it) differs.
+        """
         if model_id is not None and self.model_id is not None and model_id != self.model_id:
             raise ValueError(
                 f"statistics were fitted for model {self.model_id!r}, not {model_id!r}; "
@@ -266,12 +379,23 @@ class ModalityStandardizer:
             )
 
     def gap(self, query_modality: str = "text") -> dict[str, float]:
-        """Mean pseudo-positive score per candidate modality: the size of the modality gap at a glance."""
+        """Mean pseudo-positive score per candidate modality: the modality gap at a glance.
+
+        Returns
+        -------
+        dict of str to float
+        """
         self._check_fitted()
         return {c: self.mean_[(q, c)] for (q, c) in self._stats if q == query_modality}
 
     def to_dict(self) -> dict:
-        """JSON-safe, versioned data (plain floats/ints/strings)."""
+        """JSON-safe, versioned data (plain floats, ints and strings).
+
+        Returns
+        -------
+        dict
+            Format, version, model, ``min_std`` and one row of moments per key.
+        """
         self._check_fitted()
         return {
             "format": FORMAT_NAME,
@@ -295,12 +419,24 @@ class ModalityStandardizer:
 
     @classmethod
     def from_dict(cls, data: dict) -> ModalityStandardizer:
+        """Rebuild from :meth:`to_dict` output.
+
+        Returns
+        -------
+        ModalityStandardizer
+
+        Raises
+        ------
+        ValueError
+            For another format or version, or any malformed field.
+        """
         if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
             raise ValueError(f"not mmgap standardizer data (expected format {FORMAT_NAME!r})")
         version = data.get("version")
         if version != FORMAT_VERSION:
             raise ValueError(
-                f"standardizer data has version {version!r}; this mmgap reads version {FORMAT_VERSION}"
+                f"standardizer data has version {version!r}; this mmgap reads version "
+                f"{FORMAT_VERSION}"
             )
         try:
             obj = cls(
@@ -333,7 +469,8 @@ class ModalityStandardizer:
         if not self._stats:
             return "ModalityStandardizer(unfitted)"
         parts = ", ".join(
-            f"{q}->{c}: mean={self.mean_[(q, c)]:.4f} std={self.std_[(q, c)]:.4f} n={self.count_[(q, c)]}"
+            f"{q}->{c}: mean={self.mean_[(q, c)]:.4f} std={self.std_[(q, c)]:.4f} "
+            f"n={self.count_[(q, c)]}"
             for q, c in sorted(self._stats)
         )
         return f"ModalityStandardizer({parts})"

@@ -47,8 +47,10 @@ def _free_port() -> int:
 class ChromaServer:
     """A ``chroma run`` process on 127.0.0.1 with a persistent path; restartable in place."""
 
-    def __init__(self, path: Path, port: int | None = None) -> None:
+    def __init__(self, path: Path, port: int | None = None, *, fail=None) -> None:
         self.host = _HOST
+        # How a failed start is reported: pytest.fail here; benchmarks/_common.py raises SystemExit.
+        self._fail = fail or pytest.fail
         self.port = port or _free_port()
         self.path = Path(path)
         self._proc: subprocess.Popen | None = None
@@ -70,7 +72,7 @@ class ChromaServer:
 
         exe = Path(sys.executable).parent / "chroma"
         if not exe.exists():
-            pytest.fail(f"`chroma` console script not found next to the interpreter: {exe}")
+            self._fail(f"`chroma` console script not found next to the interpreter: {exe}")
         self.path.mkdir(parents=True, exist_ok=True)
         self._log_dir.mkdir(parents=True, exist_ok=True)
         self._starts += 1
@@ -94,7 +96,7 @@ class ChromaServer:
         last: Exception | None = None
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                pytest.fail(
+                self._fail(
                     f"`chroma run` exited early with code {self._proc.returncode}:\n"
                     f"{self._stderr()}"
                 )
@@ -110,7 +112,7 @@ class ChromaServer:
                 last = exc
                 time.sleep(0.1)
         self.stop()
-        pytest.fail(
+        self._fail(
             f"`chroma run` gave no heartbeat within {_START_TIMEOUT_S:.0f} s ({last!r}):\n"
             f"{self._stderr()}"
         )
@@ -209,7 +211,7 @@ def chroma_client(request, tmp_path):
                         pass
 
 
-# -- nginx: TLS and a token check in front of `chroma run` -------------------------------------------
+# -- nginx: TLS and a token check in front of `chroma run` ----------------------------------------
 _NGINX_CONF = """\
 daemon off;
 master_process off;

@@ -1,5 +1,6 @@
-"""The store commands as a new user runs them: index scikit-image samples + text files with the tiny model,
-calibrate, search, inspect; embedded and against a `chroma run` server. And `mmgap demo` offline."""
+"""The store commands as a new user runs them: index scikit-image samples + text files with the
+tiny model, calibrate, search, inspect; embedded and against a `chroma run` server. And `mmgap demo`
+offline."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import shutil
 import pytest
 
 from mmgap_core.cli import main
+from mmgap_core.fusion import DEFAULT_METHOD, METHODS
 
 TEXTS = {
     "cat.txt": "A tabby cat sleeping on a windowsill.",
@@ -53,14 +55,14 @@ def _run_session(conn, corpus_dir, tiny_clip, capsys, tmp_path, n_images):
     out = capsys.readouterr().out
     assert f"added {n_images} image, 4 text; skipped 4" in out
 
-    # The encoder the store was built with is recorded: later commands need no --model.
-    assert main(["index", str(corpus_dir), *conn]) == 0
+    # The manifest records local files by name and hash only: later commands name them again.
+    assert main(["index", str(corpus_dir), *conn, *model]) == 0
     out = capsys.readouterr().out
     assert "added nothing" in out and "already indexed" in out
     assert "empty text" in out and "not UTF-8" in out and "malformed JSON line" in out
     assert "fake.jpg" in out
 
-    assert main(["search", "a cat", *conn]) == 2
+    assert main(["search", "a cat", *conn, *model]) == 2
     assert "mmgap calibrate" in capsys.readouterr().err
 
     export = tmp_path / "cal.json"
@@ -69,16 +71,18 @@ def _run_session(conn, corpus_dir, tiny_clip, capsys, tmp_path, n_images):
     assert "text query -> image: mean" in out and "gap for text queries" in out
     assert json.loads(export.read_text())["format"] == "mmgap.calibration"
 
-    assert main(["search", "a cat sleeping", "-k", "5", *conn]) == 0
+    assert main(["search", "a cat sleeping", "-k", "5", *conn, *model]) == 0
     out = capsys.readouterr().out
-    assert "standardize ranking for a text query" in out and out.count("(cos ") == 5
+    assert f"{DEFAULT_METHOD} ranking for a text query" in out and out.count("(cos ") == 5
+    assert METHODS[DEFAULT_METHOD].unit in out
 
-    assert main(["search", "a cat", "--compare", "-k", "4", *conn]) == 0
+    assert main(["search", "a cat", "--compare", "-k", "4", *conn, *model]) == 0
     out = capsys.readouterr().out
     assert "raw cosine ranking" in out and "calibrated ranking" in out and "modality counts" in out
+    assert f"calibrated ranking: {DEFAULT_METHOD}" in out
 
     image = next((corpus_dir / "images").glob("*.png"))
-    assert main(["search", "--image", str(image), "-k", "3", "--json", *conn]) == 0
+    assert main(["search", "--image", str(image), "-k", "3", "--json", *conn, *model]) == 0
     hits = json.loads(capsys.readouterr().out)
     assert hits[0]["modality"] == "image" and hits[0]["raw_score"] == pytest.approx(1.0, abs=1e-4)
     assert {"id", "score", "raw_score", "modality", "text", "uri", "metadata", "rank"} <= set(
@@ -113,19 +117,10 @@ def test_cli_server_session(tmp_path, corpus_dir, tiny_clip, capsys, chroma_serv
 def test_cli_errors(tmp_path, tiny_clip, capsys):
     assert main(["search", "   ", "--db", str(tmp_path / "db")]) == 2
     assert "empty query" in capsys.readouterr().err
-    assert (
-        main(
-            [
-                "index",
-                str(tmp_path / "nothing-here"),
-                "--db",
-                str(tmp_path / "db"),
-                *_model_args(tiny_clip),
-            ]
-        )
-        == 0
-    )
-    assert "file not found" in capsys.readouterr().out
+    db = tmp_path / "db"
+    assert main(["index", str(tmp_path / "nothing-here"), "--db", str(db), *_model_args(tiny_clip)])
+    assert "no such file or folder" in capsys.readouterr().err
+    assert not db.exists()  # nothing is created for a failed command
     empty = tmp_path / "empty"
     empty.mkdir()
     assert main(["index", str(empty), "--db", str(tmp_path / "db")]) == 2

@@ -514,7 +514,7 @@ def test_methods_declare_what_they_need():
         "minmax": set(),
         "rrf": set(),
         "center": {"needs_center_means", "needs_candidate_embeddings"},
-        "background-z": {"needs_background_scale"},
+        "background-z": {"needs_background_scale", "needs_standardizer"},
     }
     built = {
         name: make_method(

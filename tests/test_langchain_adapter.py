@@ -27,7 +27,10 @@ from langchain_core.retrievers import BaseRetriever  # noqa: E402
 from langchain_core.runnables import RunnableLambda, RunnablePassthrough  # noqa: E402
 from langchain_tests.integration_tests import RetrieversIntegrationTests  # noqa: E402
 
+from pydantic import ValidationError  # noqa: E402
+
 from mmgap_core.engine import NotCalibratedError, RetrievalEngine  # noqa: E402
+from mmgap_core.fusion import DEFAULT_METHOD, METHODS  # noqa: E402
 from mmgap_core.store.chroma import ChromaStore  # noqa: E402
 from mmgap_langchain import MMGapRetriever  # noqa: E402
 
@@ -196,9 +199,12 @@ def test_invoke_image_path_bytes_and_pil(retriever, lc_engine, sample_images):
     path = next(p for p in sample_images if p.name == "chelsea.jpg")
     docs = retriever.invoke_image(path, k=5)
     assert [d.id for d in docs] == [h.id for h in lc_engine.search(image=path, k=5)]
-    assert docs[0].id == _image_id(lc_engine, path)  # the image itself is its own best match
-    assert docs[0].metadata["raw_score"] == pytest.approx(1.0, abs=1e-4)
-    assert docs[0].page_content == "a tabby cat"
+    # The image itself is the best image match (cosine 1); where it ranks among the texts is
+    # the default method's call.
+    own = [d for d in docs if d.metadata["modality"] == "image"][0]
+    assert own.id == _image_id(lc_engine, path)
+    assert own.metadata["raw_score"] == pytest.approx(1.0, abs=1e-4)
+    assert own.page_content == "a tabby cat"
     assert [d.id for d in retriever.invoke_image(path.read_bytes(), k=5)] == [d.id for d in docs]
     with Image.open(path) as img:
         assert [d.id for d in retriever.invoke_image(img.copy(), k=5)] == [d.id for d in docs]
@@ -318,6 +324,87 @@ def test_missing_image_path(retriever, tmp_path):
         retriever.invoke_image(None)
     with pytest.raises(ValueError, match="empty query"):
         retriever.invoke("label", image=None)
+
+
+def test_unknown_fields_are_refused(lc_engine):
+    with pytest.raises(ValidationError, match=r"top_k.*did you mean 'k'"):
+        MMGapRetriever(engine=lc_engine, top_k=2)
+    with pytest.raises(ValidationError, match=r"serch_kwargs.*did you mean 'search_kwargs'"):
+        MMGapRetriever(engine=lc_engine, serch_kwargs={"k": 2})
+    with pytest.raises(
+        ValidationError, match=r"fetch_k.*k_per_modality.*accepted: k, k_per_modality, filter"
+    ):
+        MMGapRetriever(engine=lc_engine, search_kwargs={"fetch_k": 20})
+    with pytest.raises(ValidationError, match="k is given twice"):
+        MMGapRetriever(engine=lc_engine, k=3, search_kwargs={"k": 2})
+    with pytest.raises(ValidationError, match="search_kwargs must be a dict"):
+        MMGapRetriever(engine=lc_engine, search_kwargs=[("k", 2)])
+
+
+def test_search_kwargs_like_a_vector_store_retriever(lc_engine, tiny_encoder):
+    """``search_kwargs={"k": 2, "filter": ...}`` works as with ``VectorStoreRetriever``."""
+    retriever = MMGapRetriever(engine=lc_engine, search_kwargs={"k": 2})
+    assert retriever.k == 2 and retriever.search_kwargs["k"] == 2
+    assert len(retriever.invoke(QUERY)) == 2
+    food = MMGapRetriever(
+        engine=lc_engine, search_kwargs={"k": 10, "filter": {"topic": "food"}, "method": "raw"}
+    )
+    assert food.search_kwargs == {
+        "k": 10,
+        "k_per_modality": None,
+        "filter": {"topic": "food"},
+        "score_threshold": None,
+        "method": "raw",
+        "modalities": None,
+        "include_image_bytes": False,
+    }
+    docs = food.invoke(QUERY)
+    assert len(docs) == 5 and {d.metadata["topic"] for d in docs} == {"food"}
+    from_store = MMGapRetriever.from_store(lc_engine.store, tiny_encoder, search_kwargs={"k": 3})
+    assert len(from_store.invoke(QUERY)) == 3
+    with pytest.raises(ValidationError):  # the field's own check applies to search_kwargs too
+        MMGapRetriever(engine=lc_engine, search_kwargs={"k": 0})
+
+
+def test_method_is_checked_at_construction(lc_engine):
+    with pytest.raises(ValidationError, match=r"'bogus'.*raw, standardize.*background-z"):
+        MMGapRetriever(engine=lc_engine, method="bogus")
+    with pytest.raises(ValidationError, match="mmgap eval"):
+        MMGapRetriever(engine=lc_engine, method="standardize-gold")
+    with pytest.raises(ValidationError, match="bogus"):
+        MMGapRetriever(engine=lc_engine, search_kwargs={"method": "bogus"})
+    retriever = MMGapRetriever(engine=lc_engine)
+    assert (
+        retriever.method == DEFAULT_METHOD and retriever.score_unit == METHODS[DEFAULT_METHOD].unit
+    )
+    with pytest.raises(ValueError, match="unknown fusion method 'bogus'"):
+        retriever.invoke(QUERY, method="bogus")
+
+
+def test_modalities_limit_the_same_ranking(retriever, lc_engine, sample_images):
+    n_items = len(TEXTS) + len(sample_images)
+    merged = retriever.invoke(QUERY, k=n_items)
+    images = [d for d in merged if d.metadata["modality"] == "image"]
+    only = retriever.invoke(QUERY, k=3, modalities=["image"])
+    assert [d.id for d in only] == [d.id for d in images[:3]]
+    assert [d.metadata["relevance_score"] for d in only] == pytest.approx(
+        [d.metadata["relevance_score"] for d in images[:3]]
+    )
+    path = next(p for p in sample_images if p.name == "chelsea.jpg")
+    similar = MMGapRetriever(engine=lc_engine, modalities=["image"], k=2).invoke_image(path)
+    assert similar[0].page_content == "a tabby cat" and len(similar) == 2
+    with pytest.raises(ValueError, match="unknown modality 'video'"):
+        retriever.invoke(QUERY, modalities=["video"])
+
+
+@pytest.mark.parametrize("method", ["standardize", "rrf", "raw"])
+def test_every_method_mirrors_the_engine(lc_engine, method):
+    retriever = MMGapRetriever(engine=lc_engine, method=method, k=6)
+    docs = retriever.invoke(QUERY)
+    hits = lc_engine.search(text=QUERY, k=6, method=method)
+    assert [d.id for d in docs] == [h.id for h in hits]
+    assert [d.metadata["relevance_score"] for d in docs] == pytest.approx([h.score for h in hits])
+    assert retriever.score_unit == METHODS[method].unit
 
 
 def test_bad_options(retriever, lc_engine):

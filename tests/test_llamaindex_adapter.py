@@ -1,5 +1,6 @@
-"""LlamaIndex adapter: open_clip embedding, calibrated retrieval over a real MultiModalVectorStoreIndex
-on two Chroma collections, RetrieverQueryEngine with MockLLM, and bad input.
+"""LlamaIndex adapter: open_clip embedding, calibrated retrieval over a real
+MultiModalVectorStoreIndex on two Chroma collections, RetrieverQueryEngine with MockLLM, and bad
+input.
 
 Everything runs on the tiny random-weight open_clip model (no downloads, no LLM). The adapter must
 mirror ``engine.search`` exactly, so most checks compare its nodes with the engine's hits.
@@ -65,7 +66,9 @@ def _nodes(images: list[Path]) -> list[TextNode]:
     return nodes
 
 
-def _build_index(client, prefix: str, embedding, images) -> MultiModalVectorStoreIndex:
+def _build_index(
+    client, prefix: str, embedding, images, text_embedding=None
+) -> MultiModalVectorStoreIndex:
     # Chroma's default embedding function downloads a model: never let it be created.
     text = client.get_or_create_collection(f"{prefix}-text", embedding_function=None)  # l2 space
     image = client.get_or_create_collection(
@@ -76,7 +79,10 @@ def _build_index(client, prefix: str, embedding, images) -> MultiModalVectorStor
         image_store=ChromaVectorStore(chroma_collection=image),
     )
     return MultiModalVectorStoreIndex(
-        _nodes(images), storage_context=storage, embed_model=embedding, image_embed_model=embedding
+        _nodes(images),
+        storage_context=storage,
+        embed_model=text_embedding or embedding,
+        image_embed_model=embedding,
     )
 
 
@@ -176,10 +182,11 @@ async def test_image_query_through_query_bundle(li_retriever, sample_images):
     assert [r.node.node_id for r in results] == [
         h.id for h in li_retriever.engine.search(image=path, k=4)
     ]
-    top = results[0]
-    assert top.node.node_id == "image-chelsea" and top.node.metadata[
-        RAW_SCORE_KEY
-    ] == pytest.approx(1.0, abs=1e-4)
+    # The image itself is the best image match (cosine 1); where it ranks among the texts is
+    # the default method's call.
+    top = [r for r in results if isinstance(r.node, ImageNode)][0]
+    assert top.node.node_id == "image-chelsea"
+    assert top.node.metadata[RAW_SCORE_KEY] == pytest.approx(1.0, abs=1e-4)
     ids = [r.node.node_id for r in results]
     assert [r.node.node_id for r in li_retriever.retrieve_image(path)] == ids
     assert [r.node.node_id for r in await li_retriever.aretrieve_image(path)] == ids
@@ -202,24 +209,53 @@ def test_options_filter_threshold_method(li_retriever):
     )
 
 
-def test_calibration_file_roundtrip_and_other_model(li_setup, li_retriever, tiny_clip, tmp_path):
+def test_calibration_persists_next_to_the_collections(li_setup, li_retriever, tmp_path):
+    """The calibration lives in Chroma next to LlamaIndex's collections: a new retriever (as in a
+    new process) finds it without refitting, and no file is written."""
+    client, index = li_setup
+    names = {c.name for c in client.list_collections()}
+    assert "li-text-calibration-mmgap" in names
+    assert li_retriever.engine.store.calibration_collection == "li-text-calibration-mmgap"
+    fresh_client = chromadb.PersistentClient(path=client.get_settings().persist_directory)
+    again = MMGapLlamaRetriever.from_multimodal_index(
+        index, chroma_client=fresh_client, calibrate=False
+    )
+    assert again.engine.calibration == li_retriever.engine.calibration
+    assert [r.score for r in again.retrieve(QUERY)] == pytest.approx(
+        [r.score for r in li_retriever.retrieve(QUERY)]
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_calibration_file_import_and_other_model(li_setup, li_retriever, tiny_clip, tmp_path):
     from _fixtures_clip import make_tiny_checkpoint
 
+    from mmgap_core.calibration.schema import CalibrationFormatError
+
     client, index = li_setup
-    path = tmp_path / "calibration.json"
-    first = MMGapLlamaRetriever.from_multimodal_index(
-        index, chroma_client=client, calibration_path=path
-    )
+    path = li_retriever.engine.export_calibration(tmp_path / "calibration.json")
     data = json.loads(path.read_text())
     assert data["model_id"] == li_retriever.engine.model_id
     assert data["corpus_sizes"] == {"text": len(TEXTS), "image": 8}
-    # Loaded from the file, not refitted: calibrate=False would otherwise leave it uncalibrated.
-    again = MMGapLlamaRetriever.from_multimodal_index(
-        index, chroma_client=client, calibration_path=path, calibrate=False
+    imported = MMGapLlamaRetriever.from_chroma_collections(
+        client,
+        "li-text",
+        "li-image",
+        li_retriever.engine.encoder,
+        calibration_path=path,
+        persist_calibration=False,
     )
-    assert [r.score for r in again.retrieve(QUERY)] == pytest.approx(
-        [r.score for r in first.retrieve(QUERY)]
-    )
+    assert imported.engine.calibration == li_retriever.engine.calibration
+    with pytest.raises(CalibrationFormatError, match="missing.json"):  # never created
+        MMGapLlamaRetriever.from_chroma_collections(
+            client,
+            "li-text",
+            "li-image",
+            li_retriever.engine.encoder,
+            calibration_path=tmp_path / "missing.json",
+            persist_calibration=False,
+        )
+    assert not (tmp_path / "missing.json").exists()
 
     other = OpenClipMultiModalEmbedding(
         tiny_clip.model_name,
@@ -229,21 +265,24 @@ def test_calibration_file_roundtrip_and_other_model(li_setup, li_retriever, tiny
     )
     with pytest.raises(ValueError, match="statistics were fitted for model"):
         MMGapLlamaRetriever.from_chroma_collections(
-            client, "li-text", "li-image", other.encoder, calibration_path=path
+            client, "li-text", "li-image", other, calibration_path=path, persist_calibration=False
         )
-    # Through the index the mismatch is caught earlier: its texts were embedded by another model.
+    # The calibration stored next to the collections is refused for another model too.
+    with pytest.raises(ValueError, match="statistics were fitted for model"):
+        MMGapLlamaRetriever.from_chroma_collections(client, "li-text", "li-image", other)
+    # Through the index the mismatch is caught earlier: its images were embedded by another model.
     with pytest.raises(ValueError, match="both modalities must use the same model"):
         MMGapLlamaRetriever.from_multimodal_index(
-            index, chroma_client=client, encoder=other.encoder, calibration_path=path
+            index, chroma_client=client, encoder=other.encoder
         )
 
 
 def test_uncalibrated_says_what_to_run(li_setup):
     client, index = li_setup
     retriever = MMGapLlamaRetriever.from_multimodal_index(
-        index, chroma_client=client, calibrate=False
+        index, chroma_client=client, calibrate=False, persist_calibration=False
     )
-    with pytest.raises(NotCalibratedError, match="calibrate"):
+    with pytest.raises(NotCalibratedError, match=r"engine\.calibrate\(\)"):
         retriever.retrieve(QUERY)
 
 
@@ -327,7 +366,7 @@ def test_bad_construction(li_retriever, li_embedding, tiny_encoder):
         MMGapLlamaRetriever.from_multimodal_index(in_memory, chroma_client=None)
 
 
-def test_index_models_must_be_one_clip_model(li_setup, li_embedding):
+def test_index_models_must_be_one_clip_model(li_setup, li_embedding, sample_images):
     from llama_index.core.embeddings import MockEmbedding, MockMultiModalEmbedding
 
     client, index = li_setup
@@ -342,12 +381,9 @@ def test_index_models_must_be_one_clip_model(li_setup, li_embedding):
     )
     with pytest.raises(ValueError, match="pass encoder="):
         MMGapLlamaRetriever.from_multimodal_index(mock_images, chroma_client=client)
-    mock_texts = MultiModalVectorStoreIndex(
-        [],
-        storage_context=storage,
-        embed_model=MockEmbedding(embed_dim=32),
-        image_embed_model=li_embedding,
-    )
+    # Texts embedded by another model (here a mock of the same width), images by CLIP: the
+    # texts' model is not exposed by the index, so it is checked by what it stored.
+    mock_texts = _build_index(client, "mock", li_embedding, sample_images[:2], MockEmbedding(32))
     with pytest.raises(ValueError, match="same model"):
         MMGapLlamaRetriever.from_multimodal_index(mock_texts, chroma_client=client)
 

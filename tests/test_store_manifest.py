@@ -180,18 +180,31 @@ def test_migration_never_overwrites_a_newer_record(tmp_path):
     client.close()
 
 
-def test_foreign_layout_calibration_lives_in_the_view(tmp_path):
+def test_foreign_layout_calibration_persists_next_to_the_store(tmp_path):
     client = chromadb.PersistentClient(path=str(tmp_path / "db"))
     col = client.create_collection("mixed-col", embedding_function=None)
     col.add(ids=["a", "b"], embeddings=_vectors(2), metadatas=[{"modality": "text"}] * 2)
     view = ForeignLayout.mixed(client, "mixed-col")
     assert view.load_calibration() is None
     view.save_calibration({"v": 1})
+    # a fresh view of the same collection (a new process) finds it again
+    assert ForeignLayout.mixed(client, "mixed-col").load_calibration() == {"v": 1}
+    client.close()
+
+
+def test_foreign_layout_calibration_can_stay_in_the_view(tmp_path):
+    client = chromadb.PersistentClient(path=str(tmp_path / "db"))
+    col = client.create_collection("mixed-col", embedding_function=None)
+    col.add(ids=["a", "b"], embeddings=_vectors(2), metadatas=[{"modality": "text"}] * 2)
+    view = ForeignLayout.mixed(client, "mixed-col", persist_calibration=False)
+    assert view.load_calibration() is None
+    view.save_calibration({"v": 1})
     got = view.load_calibration()
     assert got == {"v": 1}
     got["v"] = 2  # a copy: the view's calibration is unchanged
     assert view.load_calibration() == {"v": 1}
-    assert ForeignLayout.mixed(client, "mixed-col").load_calibration() is None
+    fresh = ForeignLayout.mixed(client, "mixed-col", persist_calibration=False)
+    assert fresh.load_calibration() is None
     with pytest.raises(ValueError, match="must be a dict"):
         view.save_calibration([1])
     client.close()

@@ -8,6 +8,7 @@ model embeds LlamaIndex nodes and mmgap queries.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from io import BytesIO
 from typing import Any
@@ -19,6 +20,8 @@ from llama_index.core.schema import ImageType
 from pydantic import Field, PrivateAttr
 
 __all__ = ["OpenClipMultiModalEmbedding"]
+
+logger = logging.getLogger(__name__)
 
 
 def _image_input(image: ImageType) -> Any:
@@ -36,18 +39,30 @@ class OpenClipMultiModalEmbedding(MultiModalEmbedding):
     ``embed_query_text`` / ``embed_query_image``, e.g. ``OpenClipEncoder``). Vectors are
     L2-normalised. Texts or images that cannot be embedded raise ``ValueError`` naming the reason.
 
-    Args:
-        model_name: open_clip architecture, e.g. ``"ViT-B-32"`` (ignored with ``encoder=``).
-        pretrained: pretrained tag or local checkpoint file (ignored with ``encoder=``).
-        encoder: an existing encoder to wrap instead of loading a model.
-        device: torch device for a newly loaded model.
-        model_config: open_clip model-config JSON for a custom architecture.
-        embed_batch_size: LlamaIndex batch size (texts or images per encoder call).
-        **encoder_kwargs: further ``OpenClipEncoder`` options (``precision``, ``cache_dir``, ...).
+    Parameters
+    ----------
+    model_name : str, default "ViT-B-32"
+        open_clip architecture (ignored with ``encoder=``).
+    pretrained : str or os.PathLike, default "laion2b_s34b_b79k"
+        Pretrained tag or local checkpoint file (ignored with ``encoder=``).
+    encoder : Encoder, optional
+        An existing encoder to wrap instead of loading a model.
+    device : str, optional
+        Torch device for a newly loaded model.
+    model_config : str or os.PathLike, optional
+        open_clip model-config JSON for a custom architecture.
+    embed_batch_size : int
+        LlamaIndex batch size (texts or images per encoder call).
+    callback_manager : CallbackManager, optional
+    **encoder_kwargs
+        Further ``OpenClipEncoder`` options (``precision``, ``cache_dir``, ...).
 
-    Attributes:
-        model_name: the open_clip architecture name.
-        model_id: the encoder's full identity (architecture + weights), as mmgap records it.
+    Attributes
+    ----------
+    model_name : str
+        The open_clip architecture name.
+    model_id : str
+        The encoder's full identity (architecture + weights), as mmgap records it.
     """
 
     model_id: str = Field(default="", description="Encoder identity (architecture + weights).")

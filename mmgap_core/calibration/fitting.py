@@ -1,11 +1,14 @@
 """Fit a calibration record from a store: calibration queries, pseudo-positive mining, means.
 
-Two mining strategies give the same statistics up to the store's index error:
+Two mining strategies (``mining=``):
 
-* ``exact``: the store's embeddings are read into memory once and mined with
-  :func:`~mmgap_core.mining.mine_pseudo_positives` (blocked BLAS, exact).
-* ``store nearest-neighbour``: each query's best hit per modality comes from the store's own
-  (approximate) index, for stores too large to read back.
+* ``"exact"`` (the default, at any size): the store's embeddings are streamed in chunks and mined
+  exactly (:mod:`~mmgap_core.calibration.streaming`), within a fixed memory budget; the
+  per-modality means come from the same pass. Recorded as ``"exact"``.
+* ``"store-index"``: each query's lists come from the store's own approximate (HNSW) index.
+  Faster per query, but biased on large stores (it misses cross-modal nearest neighbours), so
+  its top-1 agreement with exact mining is measured on a random subset of the queries and
+  recorded in the provenance (``mining_agreement``). Recorded as ``"store nearest-neighbour"``.
 
 Calibration queries drawn from the store are excluded from their own candidates; the
 "self-excluded best hit per modality" of store queries is :func:`query_best_hits`, which
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -23,14 +27,29 @@ import numpy as np
 
 from .._validation import as_embeddings
 from ..background import BackgroundScale
-from ..mining import topk_per_modality
 from ..stats import ModalityStandardizer
-from ..store.base import ModalityHits, VectorStore
+from ..store.base import VectorStore
 from .record import CalibrationRecord, Provenance
+from .store_index import (
+    AGREEMENT_SAMPLE,
+    MEANS_SAMPLE,
+    QUERY_BATCH,
+    best_hit_scores,
+    measure_agreement,
+    query_best_hits,
+    query_lists,
+    sampled_means,
+    self_excluded_lists,
+)
+from .streaming import DEFAULT_MEMORY_BUDGET, mine_store_exact
 
 __all__ = [
+    "AGREEMENT_SAMPLE",
     "DEFAULT_EXACT_MAX_ITEMS",
+    "DEFAULT_MEMORY_BUDGET",
     "MEANS_SAMPLE",
+    "MINING_CHOICES",
+    "QUERY_BATCH",
     "QuerySet",
     "StoreCorpus",
     "best_hit_scores",
@@ -40,20 +59,21 @@ __all__ = [
     "fit_calibration",
     "given_query_set",
     "load_corpus",
+    "measure_agreement",
     "query_best_hits",
+    "resolve_mining",
     "sample_query_sets",
 ]
 
 logger = logging.getLogger(__name__)
 
-#: Beyond this many stored items, calibration mines through the store's nearest-neighbour index.
+#: Deprecated: exact mining is streamed at any size. Kept for imports; not used as a default.
 DEFAULT_EXACT_MAX_ITEMS = 200_000
-#: Items per modality behind the ``center`` means when mining goes through the store.
-MEANS_SAMPLE = 20_000
 #: Calibration lists hold each query's top this-many per modality (background scale fit).
 BACKGROUND_RANKS = 50
-#: Queries per store call when mining through the store.
-QUERY_BATCH = 256
+#: ``mining=`` values: streamed exact mining, or the store's approximate index.
+MINING_CHOICES = ("exact", "store-index")
+#: What the provenance records for each (unchanged from earlier records).
 EXACT = "exact"
 THROUGH_STORE = "store nearest-neighbour"
 
@@ -90,7 +110,11 @@ class StoreCorpus:
 
 
 def load_corpus(store: VectorStore) -> StoreCorpus:
-    """Read every stored embedding of every modality."""
+    """Read every stored embedding of every modality into memory.
+
+    Calibration no longer does this (it streams, see :func:`fit_calibration`); kept for callers
+    that want the whole corpus.
+    """
     embs, labels, ids = [], [], []
     for m in store.modalities():
         for batch_ids, e in store.iter_embeddings(m):
@@ -180,177 +204,56 @@ def sample_query_sets(
     return out
 
 
-def self_excluded_lists(
-    hits: Mapping[str, ModalityHits], self_ids: Sequence[str] | None = None, k: int | None = None
-) -> dict[str, np.ndarray]:
-    """Each query's best-first scores per modality, without the query's own id.
+def resolve_mining(
+    mining: str, exact_max_items: int | None, n_items: int, *, stacklevel: int = 2
+) -> str:
+    """The mining strategy to use: ``mining``, or ``"store-index"`` for the deprecated threshold.
 
     Parameters
     ----------
-    hits : mapping of str to ModalityHits
-        A store's answer for ``Q`` queries, best first.
-    self_ids : sequence of str, optional
-        The store id each query is (``Q`` of them), dropped from its own hits.
-    k : int, optional
-        Width of the lists (default: the hits' width, less one when ``self_ids`` is given).
+    mining : {"exact", "store-index"}
+    exact_max_items : int or None
+        Deprecated (a ``FutureWarning``): when given, stores of more than this many items are mined
+        through the store's index, as before streamed exact mining existed.
+    n_items : int
+        Items in the store.
+    stacklevel : int, default 2
+        Of the warning, as seen from the caller of this function.
 
     Returns
     -------
-    dict of str to numpy.ndarray
-        ``[Q, k]`` float64 per modality, ``-inf`` padding where a row has fewer hits.
+    str
+        One of :data:`MINING_CHOICES`.
     """
-    out = {}
-    for m, h in hits.items():
-        width = k if k is not None else max(h.k - (self_ids is not None), 1)
-        lists = np.full((len(h.ids), width), -np.inf)
-        for r, row_ids in enumerate(h.ids):
-            own = self_ids[r] if self_ids is not None else None
-            kept = [j for j, cid in enumerate(row_ids) if cid != own][:width]
-            lists[r, : len(kept)] = h.scores[r, kept]
-        out[m] = lists
-    return out
+    if mining not in MINING_CHOICES:
+        raise ValueError(f"mining must be one of {list(MINING_CHOICES)}, got {mining!r}")
+    if exact_max_items is None:
+        return mining
+    warnings.warn(
+        "exact_max_items is deprecated: exact mining is now streamed from the store with bounded "
+        "memory at any size; pass mining='store-index' to use the store's approximate index",
+        FutureWarning,
+        stacklevel=stacklevel + 1,
+    )
+    if (
+        isinstance(exact_max_items, bool)
+        or not isinstance(exact_max_items, (int, np.integer))
+        or exact_max_items < 0
+    ):
+        raise ValueError(f"exact_max_items must be an integer >= 0, got {exact_max_items!r}")
+    return "store-index" if mining == "exact" and n_items > exact_max_items else mining
 
 
-def best_hit_scores(
-    hits: Mapping[str, ModalityHits], self_ids: Sequence[str] | None = None
-) -> dict[str, np.ndarray]:
-    """Each query's best score per modality, skipping the query's own id.
-
-    Parameters
-    ----------
-    hits : mapping of str to ModalityHits
-        A store's answer for ``Q`` queries, best first.
-    self_ids : sequence of str, optional
-        The store id each query is (``Q`` of them), excluded from its own hits.
-
-    Returns
-    -------
-    dict of str to numpy.ndarray
-        ``[Q]`` float64 per modality; NaN where a query has no other hit in that modality.
-    """
-    return {
-        m: np.where(np.isfinite(v[:, 0]), v[:, 0], np.nan)
-        for m, v in self_excluded_lists(hits, self_ids, 1).items()
-    }
-
-
-def query_lists(
-    store: VectorStore,
-    queries: np.ndarray,
-    self_ids: Sequence[str] | None = None,
-    *,
-    k: int = 1,
-    batch_size: int = QUERY_BATCH,
-    progress: bool = False,
-) -> dict[str, np.ndarray]:
-    """The self-excluded top-``k`` scores per modality of each query, through the store's index.
-
-    Parameters
-    ----------
-    store : VectorStore
-    queries : numpy.ndarray
-        ``[Q, d]`` query embeddings.
-    self_ids : sequence of str, optional
-        The store id each query is; one extra neighbour is fetched so it can be dropped.
-    k : int, default 1
-        List width.
-    batch_size : int, default 256
-        Queries per store call.
-    progress : bool, default False
-        Show a progress bar.
-
-    Returns
-    -------
-    dict of str to numpy.ndarray
-        ``[Q, k]`` float64 per modality, ``-inf`` padding (see :func:`self_excluded_lists`).
-    """
-    from tqdm.auto import tqdm
-
-    counts = store.counts()
-    parts: dict[str, list[np.ndarray]] = {}
-    n = queries.shape[0]
-    for s in tqdm(range(0, n, batch_size), desc="calibrating", disable=not progress):
-        own = None if self_ids is None else self_ids[s : s + batch_size]
-        want = {m: min(k + (self_ids is not None), c) for m, c in counts.items() if c > 0}
-        hits = store.query_per_modality(queries[s : s + batch_size], want)
-        for m, lists in self_excluded_lists(hits, own, k).items():
-            parts.setdefault(m, []).append(lists)
-    return {m: np.concatenate(v) for m, v in parts.items()}
-
-
-def query_best_hits(
-    store: VectorStore,
-    queries: np.ndarray,
-    self_ids: Sequence[str] | None = None,
-    *,
-    batch_size: int = QUERY_BATCH,
-    progress: bool = False,
-) -> dict[str, np.ndarray]:
-    """The self-excluded best hit per modality of each query, through the store's index.
-
-    Parameters
-    ----------
-    store : VectorStore
-    queries : numpy.ndarray
-        ``[Q, d]`` query embeddings.
-    self_ids : sequence of str, optional
-        The store id each query is; one extra neighbour is fetched so it can be dropped.
-    batch_size : int, default 256
-        Queries per store call.
-    progress : bool, default False
-        Show a progress bar.
-
-    Returns
-    -------
-    dict of str to numpy.ndarray
-        ``[Q]`` float64 best score per modality, NaN where there is none (see
-        :func:`best_hit_scores`).
-    """
-    lists = query_lists(store, queries, self_ids, k=1, batch_size=batch_size, progress=progress)
-    return {m: np.where(np.isfinite(v[:, 0]), v[:, 0], np.nan) for m, v in lists.items()}
-
-
-def _mine(store, corpus, qs: QuerySet, counts, progress: bool):
-    """(pseudo-positive scores, their modality labels, best-first lists per modality) of a query set.
-
-    The lists hold each query's top :data:`BACKGROUND_RANKS` (self-excluded) per modality: their
-    first column gives the pseudo-positives, the whole of them the background scales.
-    """
-    k = max(1, min(BACKGROUND_RANKS, max(counts.values())))
-    if corpus is not None:
-        exclude = None if qs.self_ids is None else corpus.rows_of(qs.self_ids)
-        found = topk_per_modality(qs.embeddings, corpus.vectors, corpus.labels, k, exclude=exclude)
-        lists = {m: found.of(m)[1].astype(np.float64) for m in found.modalities}
-    else:
-        # The store's HNSW index is approximate: see benchmarks/README.md for how often it misses.
-        lists = query_lists(store, qs.embeddings, qs.self_ids, k=k, progress=progress)
+def _pairs(lists: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(pseudo-positive scores, their modality labels): the finite first column of each list."""
     scores, labels = [], []
     for m, v in lists.items():
         best = v[:, 0][np.isfinite(v[:, 0])]
         scores.append(best)
         labels.append(np.full(best.shape[0], m))
     if not scores:
-        return np.zeros(0), np.zeros(0, dtype=str), lists
-    return np.concatenate(scores), np.concatenate(labels), lists
-
-
-def modality_means(store: VectorStore, corpus: StoreCorpus | None = None) -> dict[str, np.ndarray]:
-    """Mean embedding per modality (for ``center``).
-
-    Exact from a loaded corpus; else estimated from a sample of :data:`MEANS_SAMPLE` items of each
-    modality (reading every embedding back from a large store costs more than mining).
-    """
-    if corpus is not None:
-        return {
-            str(m): corpus.vectors[corpus.labels == m].mean(axis=0, dtype=np.float64)
-            for m in np.unique(corpus.labels)
-        }
-    means = {}
-    for m in store.modalities():
-        _ids, _docs, emb = store.sample_documents(m, MEANS_SAMPLE, 0)
-        if emb.shape[0]:
-            means[m] = emb.mean(axis=0, dtype=np.float64)
-    return means
+        return np.zeros(0), np.zeros(0, dtype=str)
+    return np.concatenate(scores), np.concatenate(labels)
 
 
 def fit_calibration(
@@ -360,7 +263,11 @@ def fit_calibration(
     counts: Mapping[str, int],
     model_id: str | None,
     dim: int | None,
-    exact_max_items: int = DEFAULT_EXACT_MAX_ITEMS,
+    mining: str = "exact",
+    exact_max_items: int | None = None,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    agreement_sample: int = AGREEMENT_SAMPLE,
+    seed: int = 0,
     progress: bool = False,
 ) -> CalibrationRecord:
     """Mine pseudo-positives for each query set and fit a calibration record.
@@ -374,8 +281,18 @@ def fit_calibration(
         The store's item counts now (recorded as the corpus sizes).
     model_id, dim : str or int or None
         What the statistics are fitted for.
-    exact_max_items : int, default 200_000
-        Mine exactly in memory up to this many stored items, else through the store's index.
+    mining : {"exact", "store-index"}, default "exact"
+        ``"exact"``: stream the store's embeddings in chunks and mine exactly, with bounded memory,
+        at any size. ``"store-index"``: the store's approximate index (see the module docstring).
+    exact_max_items : int, optional
+        Deprecated, see :func:`resolve_mining`.
+    memory_budget : int, default 256 MiB
+        Extra memory exact mining may use (see :class:`~.streaming.StreamPlan`).
+    agreement_sample : int, default 100
+        With ``"store-index"``: queries per query modality checked against exact mining (0: none;
+        the ``center`` means then come from a sample of the store).
+    seed : int, default 0
+        Of the agreement subset.
     progress : bool, default False
 
     Returns
@@ -388,23 +305,48 @@ def fit_calibration(
         When some modality got no pseudo-positive for a query modality (its only items were the
         self-excluded queries themselves).
     """
-    exact = sum(counts.values()) <= exact_max_items
-    # Exact mining reads the corpus once for every query modality and for the means.
-    corpus = load_corpus(store) if exact else None
+    mining = resolve_mining(mining, exact_max_items, sum(counts.values()))
+    k = max(1, min(BACKGROUND_RANKS, max(counts.values())))
     logger.info(
         "calibrating %s query modalities by %s mining over %s",
         sorted(query_sets),
-        EXACT if exact else THROUGH_STORE,
+        mining,
         dict(counts),
     )
     std = ModalityStandardizer(model_id=model_id, dim=dim)
     background = BackgroundScale(model_id=model_id, dim=dim)
-    for qm, qs in query_sets.items():
-        as_embeddings(qs.embeddings, f"{qm} calibration queries", dim=dim)
-        scores, labels, lists = _mine(store, corpus, qs, counts, progress)
+
+    def fit(qm: str, lists: dict[str, np.ndarray]) -> None:
+        scores, labels = _pairs(lists)
         std.partial_fit(scores, labels, qm)
         sizes = {m: max(int(counts.get(m, 0)), lists[m].shape[1], 1) for m in lists}
         background.partial_fit(lists, qm, sizes)
+
+    for qm, qs in query_sets.items():
+        as_embeddings(qs.embeddings, f"{qm} calibration queries", dim=dim)
+    agreement = None
+    if mining == "exact":
+        means = mine_store_exact(
+            store, query_sets, k, fit, counts=counts, memory_budget=memory_budget, progress=progress
+        )
+    else:
+        for qm, qs in query_sets.items():
+            # The store's HNSW index is approximate: see benchmarks/README.md for how often it misses.
+            fit(qm, query_lists(store, qs.embeddings, qs.self_ids, k=k, progress=progress))
+        if agreement_sample:
+            agreement, means = measure_agreement(
+                store,
+                query_sets,
+                counts,
+                sample=agreement_sample,
+                memory_budget=memory_budget,
+                seed=seed,
+                progress=progress,
+            )
+            logger.info("store-index top-1 agreement with exact mining: %s", agreement["top1"])
+        else:
+            means = sampled_means(store)
+    for qm in query_sets:
         missing = sorted(set(counts) - set(std.candidate_modalities(qm)))
         if missing:
             raise ValueError(
@@ -416,9 +358,9 @@ def fit_calibration(
         model_id=model_id,
         dim=dim,
         source="given queries" if given else "store sample (self-excluded)",
-        mining=EXACT if exact else THROUGH_STORE,
+        mining=EXACT if mining == "exact" else THROUGH_STORE,
         fitted_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         calibration_queries={qm: int(qs.embeddings.shape[0]) for qm, qs in query_sets.items()},
+        mining_agreement=agreement,
     )
-    means = modality_means(store, corpus)
     return CalibrationRecord(std, dict(counts), means or None, provenance, background)

@@ -63,6 +63,10 @@ class Provenance:
         UTC time of the fit, ISO 8601.
     calibration_queries : dict of str to int
         Calibration queries per query modality.
+    mining_agreement : dict or None
+        With ``"store nearest-neighbour"`` mining: how often the store's index found the exact
+        top-1, measured on a subset of the queries: ``{"queries": {query modality: n}, "top1":
+        {"q->m": share}, "score_shortfall": {"q->m": mean cosine missed}}``; else ``None``.
     """
 
     model_id: str | None = None
@@ -71,6 +75,7 @@ class Provenance:
     mining: str | None = None
     fitted_at: str | None = None
     calibration_queries: dict[str, int] = field(default_factory=dict)
+    mining_agreement: dict[str, dict] | None = None
 
 
 @dataclass(eq=False)
@@ -210,6 +215,7 @@ class CalibrationRecord:
             "calibration_queries": dict(p.calibration_queries),
             "source": p.source,
             "mining": p.mining,
+            "mining_agreement": p.mining_agreement,
             "fitted_at": p.fitted_at,
             "background_scale": None if self.background is None else self.background.to_dict(),
         }
@@ -253,6 +259,7 @@ class CalibrationRecord:
             calibration_queries=schema.counts(
                 data.get("calibration_queries"), "calibration_queries", optional=True
             ),
+            mining_agreement=schema.mining_agreement(data.get("mining_agreement")),
         )
         if "corpus_sizes" not in data:
             schema.fail("'corpus_sizes' is missing")

@@ -98,6 +98,31 @@ def counts(value: Any, where: str, *, optional: bool) -> dict[str, int]:
     }
 
 
+def mining_agreement(value: Any) -> dict[str, dict] | None:
+    """Null, or ``{"queries": counts, "top1": shares in [0, 1], "score_shortfall": numbers}``."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        fail(f"mining_agreement must be null or an object, got {describe(value)}")
+    unknown = sorted(set(value) - {"queries", "top1", "score_shortfall"})
+    if unknown:
+        fail(f"mining_agreement has unknown field {unknown[0]!r}")
+    out: dict[str, dict] = {
+        "queries": counts(value.get("queries"), "mining_agreement.queries", optional=True)
+    }
+    for part in ("top1", "score_shortfall"):
+        rows = value.get(part, {})
+        if not isinstance(rows, dict):
+            fail(f"mining_agreement.{part} must be an object, got {describe(rows)}")
+        where = f"mining_agreement.{part}"
+        out[part] = {
+            _label(k, f"{where} key"): _finite(v, f"{where}[{k!r}]") for k, v in rows.items()
+        }
+        if part == "top1" and any(not 0 <= v <= 1 for v in out[part].values()):
+            fail("mining_agreement.top1 shares must be between 0 and 1")
+    return out
+
+
 def center_means(value: Any, dim: int | None) -> dict[str, np.ndarray] | None:
     """Null, or mean vectors per modality: finite numbers, one width (``dim`` when known)."""
     if value is None:

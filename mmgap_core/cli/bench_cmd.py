@@ -1,22 +1,26 @@
-"""`mmgap bench`: every fusion method on every simulator profile."""
+"""``mmgap bench``: every fusion method on every simulator profile."""
 
 from __future__ import annotations
 
-import argparse
 import time
 
 from ..jsonio import write_json
+from ._common import check_output_path, method_epilog
+
+__all__ = ["BENCH_METRICS", "register", "run"]
 
 BENCH_METRICS = ["recall@1", "recall@5", "recall@10", "recall@20", "mrr@10", "ndcg@10"]
 
 
 def register(sub) -> None:
+    """Add ``bench`` to the CLI's subparsers ``sub``."""
     p = sub.add_parser(
         "bench",
         help="run every fusion method on every simulator profile",
-        description="Run every fusion method on the built-in mixed-modality simulator profiles and print "
-        "Recall@1/5/10/20, MRR@10, nDCG@10 and the top-20 modality share, cross-modal and same-modal apart.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Run every fusion method on the built-in mixed-modality simulator profiles "
+        "and print Recall@1/5/10/20, MRR@10, nDCG@10 and the top-20 modality share, cross-modal "
+        "and same-modal apart.",
+        epilog=method_epilog("--methods", search=False),
     )
     p.add_argument("--profiles", default="all", help="comma-separated simulator profiles, or 'all'")
     p.add_argument("--methods", default="all", help="comma-separated fusion methods, or 'all'")
@@ -27,16 +31,30 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    """``mmgap bench``."""
     from ..evaluation import evaluate_embeddings, format_table
+    from ..fusion import parse_methods
     from ..simulator import PROFILES, profile_table, simulate
 
     if args.list:
         print(profile_table())
         return 0
-    names = list(PROFILES) if args.profiles in ("", "all") else [s.strip() for s in args.profiles.split(",")]
+    names = (
+        list(PROFILES)
+        if args.profiles.strip() in ("", "all")
+        else [s.strip() for s in args.profiles.split(",")]
+    )
     for n in names:
         if n not in PROFILES:
-            raise ValueError(f"unknown simulator profile {n!r}; known profiles: {', '.join(PROFILES)}")
+            raise ValueError(
+                f"unknown simulator profile {n!r}; known profiles: {', '.join(PROFILES)}"
+            )
+    parse_methods(args.methods)
+    check_output_path(args.json, "--json")
+    if args.plot:
+        from ..plotting import check_plot_path
+
+        check_plot_path(args.plot)
     out = {"profiles": {}}
     panels = {}
     for name in names:
@@ -54,8 +72,8 @@ def run(args) -> int:
         elapsed = time.perf_counter() - t0
         counts = report.stats["corpus_modalities"]
         print(
-            f"== profile {name}: {data.queries.shape[0]} {data.query_modality} queries, corpus {counts}, "
-            f"d={data.corpus.shape[1]} ({elapsed:.1f} s)"
+            f"== profile {name}: {data.queries.shape[0]} {data.query_modality} queries, "
+            f"corpus {counts}, d={data.corpus.shape[1]} ({elapsed:.1f} s)"
         )
         print(PROFILES[name].description)
         print(format_table(report.results, data.query_modality, BENCH_METRICS))

@@ -253,7 +253,13 @@ class BenchmarkDataset:
 
 
 def check_pool(pool: str) -> str:
-    """Return ``pool`` if it is one of :data:`POOLS`, else raise ``ValueError``."""
+    """Return ``pool`` if it is one of :data:`POOLS`.
+
+    Raises
+    ------
+    ValueError
+        For any other value.
+    """
     if pool not in POOLS:
         raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
     return pool
@@ -268,10 +274,22 @@ def find_jsonl(root: Path, stem: str) -> Path | None:
 
 
 def iter_jsonl(path: Path, skipped: collections.Counter) -> Iterator[tuple[int, dict]]:
-    """Yield ``(line_number, record)`` for each JSON-object line of a (gzipped) jsonl file.
+    """Read the JSON-object lines of a (gzipped) jsonl file.
 
     Blank lines are ignored; lines that are not a JSON object are counted in ``skipped`` under
     ``"malformed JSON line (<file name>)"`` and loading goes on.
+
+    Parameters
+    ----------
+    path : Path
+        A ``.jsonl`` or ``.jsonl.gz`` file.
+    skipped : collections.Counter
+        Skip reasons, updated in place.
+
+    Yields
+    ------
+    (int, dict)
+        The 1-based line number and the record.
     """
     opener = gzip.open if path.name.endswith(".gz") else open
     with opener(path, "rt", encoding="utf-8") as fh:
@@ -289,7 +307,13 @@ def iter_jsonl(path: Path, skipped: collections.Counter) -> Iterator[tuple[int, 
 
 
 def require(record: dict, key: str, where: str):
-    """Return ``record[key]``; raise ``ValueError`` naming the field and ``where`` if missing."""
+    """Return ``record[key]``.
+
+    Raises
+    ------
+    ValueError
+        Naming the field and ``where`` when it is missing or ``record`` is no JSON object.
+    """
     try:
         return record[key]
     except KeyError:
@@ -311,7 +335,13 @@ def unique(ids) -> tuple[str, ...]:
 
 
 def check_both_modalities(dataset: BenchmarkDataset) -> None:
-    """Raise ``ValueError`` when the loaded split has no query of one of the two modalities."""
+    """Refuse a loaded split without queries of both modalities.
+
+    Raises
+    ------
+    ValueError
+        Naming the missing modality, the counts and the skip reasons.
+    """
     counts = dataset.modality_counts()
     missing = [m for m in MODALITIES if counts.get(m, 0) == 0]
     if missing:
@@ -328,7 +358,15 @@ SKIP_GOLD_MISSING = "gold id not in corpus"
 
 @dataclass(frozen=True)
 class QuestionCandidate:
-    """A parsed question before its gold ids are checked against the corpus."""
+    """A parsed question before its gold ids are checked against the corpus.
+
+    Attributes
+    ----------
+    qid, text, modality : str
+        The question's id, text and gold modality.
+    gold_ids, context_ids : tuple of str
+        Its relevant corpus ids, and the ids its context pool cites.
+    """
 
     qid: str
     text: str
@@ -351,6 +389,28 @@ def assemble_dataset(
 
     Keeps the questions whose gold items are all in the corpus, builds their pools (context
     setting), drops corpus items no kept pool cites, and checks that both modalities remain.
+
+    Parameters
+    ----------
+    name, split, pool : str
+        The benchmark, its split and the pool setting (one of :data:`POOLS`).
+    candidates : list of QuestionCandidate
+        The parsed questions.
+    texts, images : dict
+        The corpus: id -> passage text, id -> :class:`ImageRef`.
+    skipped : collections.Counter
+        Skip reasons, updated in place.
+    source_files : list of Path
+        The files read, for the record.
+
+    Returns
+    -------
+    BenchmarkDataset
+
+    Raises
+    ------
+    ValueError
+        When no question of one modality remains (:func:`check_both_modalities`).
     """
     queries: list[BenchmarkQuery] = []
     for cand in candidates:

@@ -1,4 +1,6 @@
-"""MixBench (GR-CLIP, Li et al. 2025; hf.co/datasets/mixed-modality-search/MixBench25) as a benchmark.
+"""MixBench (GR-CLIP, Li et al. 2025) as a benchmark.
+
+The data: hf.co/datasets/mixed-modality-search/MixBench25.
 
 Text queries retrieve from a corpus of three kinds of item: texts, images, and multimodal documents
 (a text and an image embedded together). Layout read (``--root`` is the folder holding the subset

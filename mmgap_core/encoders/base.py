@@ -1,7 +1,8 @@
 """The encoder contract of mmgap (numpy only).
 
-Any model can feed mmgap by implementing :class:`Encoder`: two batch methods that turn texts or images
-into L2-normalised float32 rows and report, per input position, why an item could not be embedded.
+Any model can feed mmgap by implementing :class:`Encoder`: two batch methods that turn texts or
+images into L2-normalised float32 rows and report, per input position, why an item could not be
+embedded. :func:`mix_document_vectors` makes a multimodal document's vector from both.
 """
 
 from __future__ import annotations
@@ -17,16 +18,25 @@ if TYPE_CHECKING:
     from PIL import Image
 
 __all__ = [
+    "DEFAULT_DOCUMENT_ALPHA",
+    "DOCUMENT_MODALITY",
     "EmbeddingSet",
     "Encoder",
     "ImageInput",
     "MODALITIES",
     "WeightsUnavailableError",
+    "check_alpha",
     "encoder_spec",
+    "mix_document_vectors",
 ]
 
 #: The two modalities an :class:`EmbeddingSet` can hold.
 MODALITIES = ("text", "image")
+
+#: The modality label of a document made of a text and an image (GR-CLIP's MixBench kind).
+DOCUMENT_MODALITY = "multimodal"
+#: The text's default weight in a multimodal document's vector (GR-CLIP uses 0.5).
+DEFAULT_DOCUMENT_ALPHA = 0.5
 
 #: What ``embed_images`` accepts per item: a file path, an in-memory PIL image or encoded bytes.
 ImageInput = Union[str, os.PathLike, "Image.Image", bytes]
@@ -88,7 +98,8 @@ class EmbeddingSet:
         overlap = set(self.failures).intersection(indices.tolist())
         if overlap:
             raise ValueError(
-                f"EmbeddingSet: positions {sorted(overlap)[:5]} are both embedded and listed as failures"
+                f"EmbeddingSet: positions {sorted(overlap)[:5]} are both embedded and listed as "
+                "failures"
             )
         self.vectors = vectors
         self.indices = indices
@@ -155,11 +166,11 @@ class Encoder(Protocol):
         ...
 
     def embed_query_text(self, text: str) -> np.ndarray:
-        """One query text -> ``[dim]`` float32 unit vector; ``ValueError`` naming the reason if not."""
+        """One query text -> ``[dim]`` float32 unit vector; ``ValueError`` with reason if not."""
         ...
 
     def embed_query_image(self, image: ImageInput) -> np.ndarray:
-        """One query image -> ``[dim]`` float32 unit vector; ``ValueError`` naming the reason if not."""
+        """One query image -> ``[dim]`` float32 unit vector; ``ValueError`` with reason if not."""
         ...
 
 
@@ -182,3 +193,62 @@ def encoder_spec(encoder: object) -> dict | None:
         return None
     value = spec()
     return None if value is None else dict(value)
+
+
+def check_alpha(alpha: object) -> float:
+    """Return ``alpha`` as a float if it is a valid text weight of a multimodal document.
+
+    Parameters
+    ----------
+    alpha : object
+        The text's weight, a finite number in ``[0, 1]`` (the image gets ``1 - alpha``).
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    ValueError
+        For anything else (a bool, NaN, a number outside ``[0, 1]``).
+    """
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.integer, np.floating)):
+        raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r}")
+    value = float(alpha)
+    if not 0.0 <= value <= 1.0:  # also refuses NaN
+        raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r}")
+    return value
+
+
+def mix_document_vectors(
+    text_vectors: np.ndarray, image_vectors: np.ndarray, alpha: float = DEFAULT_DOCUMENT_ALPHA
+) -> tuple[np.ndarray, np.ndarray]:
+    """Multimodal document vectors: ``normalise(alpha * unit(t) + (1 - alpha) * unit(v))``.
+
+    Parameters
+    ----------
+    text_vectors, image_vectors : numpy.ndarray
+        ``[n, d]`` embeddings of each document's text and image, row for row.
+    alpha : float, default 0.5
+        The text's weight (see :func:`check_alpha`).
+
+    Returns
+    -------
+    vectors : numpy.ndarray
+        ``[n_ok, d]`` float32 unit rows, for the documents whose mixed vector is not (numerically)
+        zero.
+    ok : numpy.ndarray
+        ``[n]`` bool, which documents those rows belong to (a text and an image pointing in
+        opposite directions cancel out with ``alpha`` 0.5).
+    """
+    alpha = check_alpha(alpha)
+    t = np.asarray(text_vectors, dtype=np.float64)
+    v = np.asarray(image_vectors, dtype=np.float64)
+    if t.shape != v.shape or t.ndim != 2:
+        raise ValueError(f"text vectors {t.shape} and image vectors {v.shape} must both be [n, d]")
+    t = t / np.maximum(np.linalg.norm(t, axis=1, keepdims=True), 1e-12)
+    v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+    mixed = alpha * t + (1.0 - alpha) * v
+    norm = np.linalg.norm(mixed, axis=1)
+    ok = norm > 1e-6
+    return (mixed[ok] / norm[ok, None]).astype(np.float32), ok

@@ -1,4 +1,4 @@
-"""Decode untrusted image inputs into RGB PIL images, with bounded time and memory (numpy + PIL only).
+"""Decode untrusted image inputs into RGB PIL images, with bounded time and memory (no torch).
 
 Every check runs *before* the expensive step it guards:
 
@@ -24,9 +24,11 @@ import stat
 import threading
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from PIL import Image
+if TYPE_CHECKING:  # PIL loads on first decode: reading files and checking them needs none of it
+    from PIL import Image
+
 
 __all__ = [
     "MAX_IMAGE_FILE_BYTES",
@@ -116,7 +118,7 @@ def describe_source(item: Any) -> str:
         return f"'{os.fspath(item)}'"
     if isinstance(item, (bytes, bytearray, memoryview)):
         return "image data"  # the caller knows where the bytes came from and names it
-    if isinstance(item, Image.Image):
+    if type(item).__module__.startswith("PIL."):  # a PIL image, without importing PIL
         return "PIL image"
     return f"<{type(item).__name__}>"
 
@@ -258,6 +260,8 @@ def _check_resized(size: tuple[int, int], source: str, limits: DecodeLimits) -> 
 
 def _check_pixels(size: tuple[int, int], source: str, limits: DecodeLimits) -> None:
     """Refuse bombs (declared pixels over PIL's limit) and thin images (pixels after resizing)."""
+    from PIL import Image
+
     limit = Image.MAX_IMAGE_PIXELS
     if limit is not None and size[0] * size[1] > limit:
         raise ImageSkip(
@@ -278,6 +282,8 @@ def _decode_pil(img: Image.Image, limits: DecodeLimits) -> Image.Image:
 
 
 def _decode_bytes(data: bytes, source: str, limits: DecodeLimits) -> Image.Image:
+    from PIL import Image
+
     try:
         with _PIL_WARNINGS_LOCK, warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -330,6 +336,8 @@ def decode_image(
     """
     limits = limits or DecodeLimits()
     label = source or describe_source(item)
+    from PIL import Image
+
     if isinstance(item, Image.Image):
         return _decode_pil(item, limits)
     if isinstance(item, (str, os.PathLike)):

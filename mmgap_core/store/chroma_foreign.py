@@ -9,6 +9,11 @@ Three layouts are understood:
 
 Build a view with :meth:`ForeignLayout.mixed`, :meth:`ForeignLayout.langchain_images` or
 :meth:`ForeignLayout.llamaindex`; :func:`mmgap_core.store.chroma_detect.open_store` picks one.
+
+The collections themselves are never written. A calibration saved on a view is kept next to them,
+in a small manifest collection ``<collection>-calibration-mmgap`` of the same Chroma
+(:func:`calibration_collection_name`), so it survives a restart like an mmgap store's; pass
+``persist_calibration=False`` to keep it in the view only.
 """
 
 from __future__ import annotations
@@ -21,11 +26,18 @@ from typing import Any
 import numpy as np
 
 from mmgap_core.store.base import AddResult
-from mmgap_core.store.chroma_client import collection_space, get_collection, translate_unavailable
+from mmgap_core.store.chroma_client import (
+    MANIFEST_SUFFIX,
+    collection_exists,
+    collection_space,
+    get_collection,
+    translate_unavailable,
+)
+from mmgap_core.store.chroma_manifest import Manifest
 from mmgap_core.store.chroma_query import Source
 from mmgap_core.store.chroma_reader import StoreReader
 
-__all__ = ["IMAGE_BASE64_REGEX", "LLAMA_NODE_TYPES", "ForeignLayout"]
+__all__ = ["IMAGE_BASE64_REGEX", "LLAMA_NODE_TYPES", "ForeignLayout", "calibration_collection_name"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +50,18 @@ IMAGE_BASE64_REGEX = (
 )
 #: ``_node_type`` values LlamaIndex's ``ChromaVectorStore`` writes.
 LLAMA_NODE_TYPES = ["TextNode", "ImageNode", "Node", "IndexNode"]
+_CALIBRATION_KEYS = ("calibration", "layout", "collections")
+
+
+def _manifest_store_name(collection_name: str) -> str:
+    # Not the collection's own name: a `C-mmgap` collection marks `C` as an mmgap store.
+    return f"{collection_name}-calibration"
+
+
+def calibration_collection_name(collection_name: str) -> str:
+    """``f"{collection_name}-calibration-mmgap"``: where a view of that collection keeps its
+    calibration (for LlamaIndex's pair: named after the text collection, else the image one)."""
+    return f"{_manifest_store_name(collection_name)}-{MANIFEST_SUFFIX}"
 
 
 def _langchain_describe(
@@ -82,10 +106,13 @@ class ForeignLayout(StoreReader):
     """Read-only view, with :class:`~mmgap_core.store.chroma_store.ChromaStore`'s read API, of
     collections other libraries wrote.
 
-    Build one with :meth:`mixed`, :meth:`langchain_images` or :meth:`llamaindex`. It has no
-    manifest: ``model_id`` is ``None``, and a calibration saved on it lives in this object only
-    (export it with ``RetrievalEngine.export_calibration`` to keep it). What the view learns about
-    the collections (modalities, dimension) is learned once, at first use.
+    Build one with :meth:`mixed`, :meth:`langchain_images` or :meth:`llamaindex`. ``model_id`` is
+    ``None`` (the collections do not record one). A calibration saved on the view is written to
+    the manifest collection :attr:`calibration_collection` next to the collections (created on
+    the first save, never by a constructor), together with the layout and collection names it
+    belongs to; with ``persist_calibration=False`` it lives in this object only. Which modalities
+    hold items is asked on each :meth:`modalities` call, so items added later (``add_images`` after
+    ``add_texts``) are seen; where each modality lives is learned once, at first use.
 
     Parameters
     ----------
@@ -97,6 +124,11 @@ class ForeignLayout(StoreReader):
         Returns ``{modality: [Source, ...]}``; called once, at first use.
     description : str
         Names the collections in messages.
+    collections : dict of str to str, optional
+        ``{role: collection name}`` of the viewed collections, recorded with a persisted
+        calibration (a view of other collections ignores it).
+    persist_calibration : bool, default True
+        Keep a saved calibration in :attr:`calibration_collection`; ``False``: in this object.
     """
 
     read_only = True
@@ -107,6 +139,9 @@ class ForeignLayout(StoreReader):
         layout: str,
         sources: Callable[[], dict[str, list[Source]]],
         description: str,
+        *,
+        collections: Mapping[str, str] | None = None,
+        persist_calibration: bool = True,
     ) -> None:
         self._client = client
         self.layout = layout
@@ -115,11 +150,19 @@ class ForeignLayout(StoreReader):
         self._map: dict[str, list[Source]] | None = None
         self._dim: int | None = None
         self._calibration: dict | None = None
+        self.collections = dict(collections or {})
+        # Persisting needs a collection to name the calibration's collection after.
+        self.persist_calibration = bool(persist_calibration and self.collections)
 
     # -- constructors -------------------------------------------------------------------------
     @classmethod
     def mixed(
-        cls, client: Any, collection_name: str, *, modality_key: str = "modality"
+        cls,
+        client: Any,
+        collection_name: str,
+        *,
+        modality_key: str = "modality",
+        persist_calibration: bool = True,
     ) -> ForeignLayout:
         """View of one collection holding all modalities.
 
@@ -135,6 +178,8 @@ class ForeignLayout(StoreReader):
         collection_name : str
         modality_key : str
             Metadata key of the modality tag.
+        persist_calibration : bool, default True
+            Keep a saved calibration in ``<collection_name>-calibration-mmgap``.
 
         Returns
         -------
@@ -174,10 +219,19 @@ class ForeignLayout(StoreReader):
                 out[m] = srcs
             return out
 
-        return cls(client, "mixed", build, f"mixed collection {collection_name!r}")
+        return cls(
+            client,
+            "mixed",
+            build,
+            f"mixed collection {collection_name!r}",
+            collections={"mixed": collection_name},
+            persist_calibration=persist_calibration,
+        )
 
     @classmethod
-    def langchain_images(cls, client: Any, collection_name: str) -> ForeignLayout:
+    def langchain_images(
+        cls, client: Any, collection_name: str, *, persist_calibration: bool = True
+    ) -> ForeignLayout:
         """View of a LangChain ``Chroma`` (langchain-chroma) collection.
 
         ``add_images`` stores each image's file bytes base64-encoded as the *document* and no
@@ -187,6 +241,14 @@ class ForeignLayout(StoreReader):
         over-fetch. Image hits carry the base64 string as ``document`` (what LangChain returns as
         ``page_content``) and a URI taken from metadata ``uri``/``source``/``path``/``file_path``
         when present. LangChain's default space is l2: scores are still exact cosine.
+
+        Parameters
+        ----------
+        client : chromadb client
+        collection_name : str
+            The ``Chroma(collection_name=...)`` of the LangChain vector store.
+        persist_calibration : bool, default True
+            Keep a saved calibration in ``<collection_name>-calibration-mmgap``.
 
         Returns
         -------
@@ -209,17 +271,25 @@ class ForeignLayout(StoreReader):
                 describe=_langchain_describe,
                 space=space,
             )
-            out = {}
-            for m, src in (("image", image), ("text", text)):
-                if col.get(include=[], limit=1, **src.filters(None))["ids"]:
-                    out[m] = [src]
-            return out
+            return {"image": [image], "text": [text]}
 
-        return cls(client, "langchain-images", build, f"LangChain collection {collection_name!r}")
+        return cls(
+            client,
+            "langchain-images",
+            build,
+            f"LangChain collection {collection_name!r}",
+            collections={"langchain": collection_name},
+            persist_calibration=persist_calibration,
+        )
 
     @classmethod
     def llamaindex(
-        cls, client: Any, text_collection: str | None, image_collection: str | None
+        cls,
+        client: Any,
+        text_collection: str | None,
+        image_collection: str | None,
+        *,
+        persist_calibration: bool = True,
     ) -> ForeignLayout:
         """View of LlamaIndex's ``MultiModalVectorStoreIndex`` on two ``ChromaVectorStore`` s.
 
@@ -234,6 +304,9 @@ class ForeignLayout(StoreReader):
         client : chromadb client
         text_collection, image_collection : str or None
             The two collections; at least one is needed.
+        persist_calibration : bool, default True
+            Keep a saved calibration in ``<text_collection>-calibration-mmgap`` (the image
+            collection's name when there is no text collection).
 
         Returns
         -------
@@ -255,7 +328,14 @@ class ForeignLayout(StoreReader):
             }
 
         names = ", ".join(f"{m}={c.name!r}" for m, c in cols.items())
-        return cls(client, "llamaindex", build, f"LlamaIndex collections {names}")
+        return cls(
+            client,
+            "llamaindex",
+            build,
+            f"LlamaIndex collections {names}",
+            collections={m: c.name for m, c in cols.items()},
+            persist_calibration=persist_calibration,
+        )
 
     # -- API ----------------------------------------------------------------------------------
     def _source_map(self) -> dict[str, list[Source]]:
@@ -266,10 +346,30 @@ class ForeignLayout(StoreReader):
     def _sources(self, modality: str) -> list[Source]:
         return self._source_map()[modality]
 
-    def modalities(self) -> list[str]:
-        """Modalities found in the collection(s)."""
+    def _require(self, modality: str) -> list[Source]:
+        # A known modality that holds nothing right now is still valid to count and query.
         with translate_unavailable(self._client):
-            return sorted(self._source_map())
+            known = sorted(self._source_map())
+        if modality not in known:
+            raise ValueError(f"unknown modality {modality!r}; this view has {known}")
+        return self._sources(modality)
+
+    def _check_known(self, mods: Any) -> None:
+        for m in mods:
+            self._require(m)
+
+    @staticmethod
+    def _holds_items(src: Source) -> bool:
+        if src.is_whole_collection:
+            return src.collection.count() > 0
+        return bool(src.collection.get(include=[], limit=1, **src.filters(None))["ids"])
+
+    def modalities(self) -> list[str]:
+        """Modalities that hold at least one item now (asked anew on each call)."""
+        with translate_unavailable(self._client):
+            return sorted(
+                m for m, srcs in self._source_map().items() if any(map(self._holds_items, srcs))
+            )
 
     @property
     def dim(self) -> int | None:
@@ -291,19 +391,64 @@ class ForeignLayout(StoreReader):
         """Unknown for foreign layouts: always ``None``."""
         return None
 
+    @property
+    def calibration_collection(self) -> str | None:
+        """The collection a saved calibration is written to, ``None`` when not persisted."""
+        if not self.persist_calibration:
+            return None
+        return calibration_collection_name(next(iter(self.collections.values())))
+
+    def _manifest(self) -> Manifest:
+        key = next(iter(self.collections.values()))
+        return Manifest(self._client, _manifest_store_name(key))
+
     def load_calibration(self) -> dict | None:
-        """The calibration saved on this view with :meth:`save_calibration`, else ``None``."""
-        return None if self._calibration is None else dict(self._calibration)
+        """A copy of the saved ``mmgap.calibration`` dict of these collections, else ``None``.
+
+        Read from :attr:`calibration_collection` on each call (a calibration saved by another
+        process is seen), or from this object with ``persist_calibration=False``. One recorded
+        for another layout or other collections is ignored, with a log warning.
+        """
+        if not self.persist_calibration:
+            return None if self._calibration is None else dict(self._calibration)
+        with translate_unavailable(self._client):
+            if not collection_exists(self._client, self.calibration_collection):
+                return None
+            record = self._manifest().read(_CALIBRATION_KEYS)
+        data = record.get("calibration")
+        if not isinstance(data, dict):
+            return None
+        owner = (record.get("layout"), record.get("collections"))
+        if owner != (self.layout, self.collections):
+            logger.warning(
+                "%s: ignoring the calibration in %r, which was saved for layout %r of %r",
+                self._description,
+                self.calibration_collection,
+                owner[0],
+                owner[1],
+            )
+            return None
+        return dict(data)
 
     def save_calibration(self, data: Mapping[str, Any]) -> None:
-        """Keep a calibration in this object: collections others wrote are never modified.
-
-        Persist it with ``RetrievalEngine.export_calibration`` and load it again with
-        ``import_calibration``.
+        """Save a calibration in :attr:`calibration_collection` (created on first use) with the
+        layout and collection names, or in this object with ``persist_calibration=False``. The
+        viewed collections are never touched. ``ValueError`` for a non-dict or a refused write.
         """
         if not isinstance(data, Mapping):
             raise ValueError(f"calibration must be a dict, got {type(data).__name__}")
-        self._calibration = dict(data)
+        if not self.persist_calibration:
+            self._calibration = dict(data)
+            return
+        with translate_unavailable(self._client):
+            self._manifest().write(
+                {
+                    "calibration": dict(data),
+                    "layout": self.layout,
+                    "collections": dict(self.collections),
+                }
+            )
+        logger.info("%s: calibration saved in %r", self._description, self.calibration_collection)
 
     def add(self, *args: Any, **kwargs: Any) -> AddResult:
         """Not supported: foreign layouts are read-only (raises ``TypeError``)."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ import chromadb
 import numpy as np
 from chromadb.api.types import validate_metadata
 
+from mmgap_core.results import BATCH_KEY
 from mmgap_core.store.base import AddResult
 from mmgap_core.store.chroma_client import (
     check_modality,
@@ -40,7 +42,7 @@ from mmgap_core.store.chroma_query import Source
 from mmgap_core.store.chroma_reader import StoreReader
 from mmgap_core.store.connection import DEFAULT_CLOUD_ENV, ChromaConnection
 
-__all__ = ["ALREADY_INDEXED", "ChromaStore"]
+__all__ = ["ALREADY_INDEXED", "BATCH_KEY", "ChromaStore"]
 
 logger = logging.getLogger(__name__)
 
@@ -240,7 +242,7 @@ class ChromaStore(StoreReader):
         """Number of items of ``modality`` (``ValueError`` for an unknown modality)."""
         return sum(src.collection.count() for src in self._require(modality))
 
-    # -- manifest -----------------------------------------------------------------------------------
+    # -- manifest ----------------------------------------------------------------------------------
     @unavailable_guard
     def read_manifest(self) -> dict[str, Any]:
         """Store-level data, merged from the manifest records.
@@ -302,7 +304,7 @@ class ChromaStore(StoreReader):
             self._dim = None if value is None else int(value)
         return self._dim
 
-    # -- writing --------------------------------------------------------------------------------------
+    # -- writing -----------------------------------------------------------------------------------
     @unavailable_guard
     def existing_ids(self, modality: str, ids: Sequence[str]) -> set[str]:
         """The subset of ``ids`` already stored in ``modality``."""
@@ -349,14 +351,16 @@ class ChromaStore(StoreReader):
         """Add items to ``modality``; ids already present are skipped, never overwritten.
 
         Texts go in ``documents``, images by reference in ``uris``. Every item's metadata gets
-        ``"modality": modality``. The whole batch is validated before anything is written
-        (lengths, NaN/inf, dimension and ``model_id`` against the store's recorded ones, metadata
-        types); writes then go in chunks no larger than the client's max batch size.
+        ``"modality": modality`` and ``"mmgap_batch"`` (:data:`BATCH_KEY`), the id of this call.
+        The whole batch is validated before anything is written (lengths, NaN/inf, dimension and
+        ``model_id`` against the store's recorded ones, metadata types); writes then go in chunks
+        no larger than the client's max batch size.
 
         Returns
         -------
         AddResult
-            Ids written, and ids skipped with the reason.
+            Ids written by this call, and ids skipped with the reason. An id another writer added
+            between this call's check and its write is reported as already indexed, not added.
         """
         check_modality(self._name, modality)
         ids = list(ids)
@@ -413,6 +417,11 @@ class ChromaStore(StoreReader):
         present = self.existing_ids(modality, ids)
         keep = [i for i in range(n) if ids[i] not in present]
         step = max_batch(self._client)
+        # Chroma silently keeps the first of two adds of one id: a concurrent writer may win the
+        # race after the check above, so each item carries this call's id, read back below.
+        token = uuid.uuid4().hex[:16]
+        for i in keep:
+            metas[i][BATCH_KEY] = token
         for start in range(0, len(keep), step):
             rows = keep[start : start + step]
             kw: dict[str, Any] = {}
@@ -426,10 +435,21 @@ class ChromaStore(StoreReader):
                 metadatas=[metas[i] for i in rows],
                 **kw,
             )
+        mine = self._written_by(col, [ids[i] for i in keep], token)
         return AddResult(
-            added=[ids[i] for i in keep],
-            skipped={i: ALREADY_INDEXED for i in ids if i in present},
+            added=[ids[i] for i in keep if ids[i] in mine],
+            skipped={i: ALREADY_INDEXED for i in ids if i in present or i not in mine},
         )
+
+    def _written_by(self, col: Any, ids: list[str], token: str) -> set[str]:
+        """The ``ids`` whose stored metadata carries ``token`` (Chroma ignores a second add)."""
+        mine: set[str] = set()
+        for start in range(0, len(ids), _ID_CHUNK):
+            got = col.get(ids=ids[start : start + _ID_CHUNK], include=["metadatas"])
+            for item_id, meta in zip(got["ids"], got["metadatas"] or []):
+                if (meta or {}).get(BATCH_KEY) == token:
+                    mine.add(item_id)
+        return mine
 
     @unavailable_guard
     def delete_store(self) -> None:
