@@ -12,7 +12,8 @@ Every method runs through ``evaluate_embeddings`` (the code behind ``mmgap eval`
 calibration, ``--pool`` candidates per modality. The table gives R@1, R@10 and nDCG@10 for queries
 whose relevant item is in the other modality (cross) and in the query's own (same). The last lines
 check the default method against the bound of issue 9: on every set, its cross-modal R@10 and
-nDCG@10 are at least the best baseline's minus 0.01, and so are its same-modal ones (``raw`` left out).
+nDCG@10 are at least the best baseline's minus 0.01, and so are its same-modal ones (``raw`` left
+out).
 
 Run from the repository root::
 

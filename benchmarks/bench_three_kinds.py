@@ -1,4 +1,4 @@
-"""Every fusion method on a three-kind corpus (text, image, multimodal) built from real CLIP vectors.
+"""Every fusion method on a three-kind corpus (text, image, multimodal) of real CLIP vectors.
 
 Data: OpenAI CLIP ViT-B/16 on 500 MS-COCO image-caption pairs (``benchmarks/data/real-embeddings``,
 MIT; ``[0]`` images, ``[1]`` captions, row ``i`` = pair ``i``, unit rows). There is one caption per

@@ -38,12 +38,14 @@ def lazy_module(
     Returns
     -------
     (__getattr__, __dir__)
-        Assign them in the package: ``__getattr__, __dir__ = lazy_module(__name__, {...})``. A loaded
-        name is cached in the package's namespace, so ``__getattr__`` runs once per name.
+        Assign them in the package: ``__getattr__, __dir__ = lazy_module(__name__, {...})``. A
+        loaded name is cached in the package's namespace, so ``__getattr__`` runs once per name.
 
     Examples
     --------
-    >>> __getattr__, __dir__ = lazy_module(__name__, {"ChromaStore": ".store.chroma"})  # doctest: +SKIP
+    >>> __getattr__, __dir__ = lazy_module(  # doctest: +SKIP
+    ...     __name__, {"ChromaStore": ".store.chroma"}
+    ... )
     """
     table = dict(names)
     listed = sorted(set(table) | set(eager))

@@ -134,7 +134,7 @@ def l2_normalise(x: np.ndarray, name: str) -> np.ndarray:
 
 
 def positive_int(value, name: str) -> int:
-    """``value`` as a plain ``int`` if it is an integer >= 1 (``bool`` is refused), else ValueError."""
+    """``value`` as a plain ``int`` if it is an integer >= 1 (``bool`` refused), else ValueError."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)

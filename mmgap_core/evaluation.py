@@ -1,4 +1,4 @@
-"""Evaluate every fusion method on one set of embeddings: what `mmgap eval` and `mmgap bench` run."""
+"""Evaluate every fusion method on one set of embeddings: `mmgap eval`, `mmgap bench`."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ _CHUNK = 256  # queries fused at a time, bounding the [chunk, pool, d] embedding
 
 @dataclass
 class EvalReport:
-    """``results`` rows are ``{"method", "subset", "metric", "value"}``; ``stats`` describes the run."""
+    """``results`` rows: ``{"method", "subset", "metric", "value"}``; ``stats``: how it ran."""
 
     results: list[dict]
     stats: dict
@@ -269,8 +269,8 @@ def evaluate_candidates(
     modalities = list(retrieved.modalities)
     notes = []
 
-    # Pseudo-positive calibration: the top-1 of each modality. Transductive reuse of `retrieved` is the
-    # same computation as mining the evaluation queries again.
+    # Pseudo-positive calibration: the top-1 of each modality. Transductive reuse of `retrieved` is
+    # the same computation as mining the evaluation queries again.
     if calibration_queries is None:
         setting = (
             "transductive: calibrated on the evaluation queries themselves, without their labels"

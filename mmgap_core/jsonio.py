@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
+
 def _read_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -33,7 +34,7 @@ def json_safe(obj):
 
 
 def atomic_write(path, write: Callable[[IO[bytes]], None]) -> Path:
-    """Write ``path`` through ``write(fileobj)`` into a temp file beside it, then rename it in place.
+    """Write ``path`` via ``write(fileobj)`` into a temp file beside it, then rename it in place.
 
     Parameters
     ----------

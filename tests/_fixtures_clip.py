@@ -40,8 +40,11 @@ __all__ = [
 
 @dataclass(frozen=True)
 class TinyClip:
-    """Where the tiny model lives: load it with ``OpenClipEncoder(model_name, pretrained=str(checkpoint_path),
-    model_config=str(config_path))``."""
+    """Where the tiny model lives.
+
+    Load it with ``OpenClipEncoder(model_name, pretrained=str(checkpoint_path),
+    model_config=str(config_path))``.
+    """
 
     model_name: str
     config_path: Path
@@ -63,7 +66,7 @@ def make_tiny_checkpoint(config_path: Path, checkpoint_path: Path, seed: int) ->
 
 @pytest.fixture(scope="session", autouse=True)
 def isolated_weights_hash_cache(tmp_path_factory):
-    """Keep the checkpoint-hash cache of :mod:`mmgap_core.encoders.model_ids` out of the user's home."""
+    """Keep :mod:`mmgap_core.encoders.model_ids`'s checkpoint-hash cache out of the user's home."""
     from mmgap_core.encoders import model_ids
 
     folder = tmp_path_factory.mktemp("mmgap_user_cache")
@@ -150,7 +153,10 @@ def sample_images(tmp_path_factory) -> list[Path]:
 
 
 def write_png_1bit(path: Path, width: int, height: int) -> Path:
-    """Write a valid all-black 1-bit grayscale PNG of the given size, cheaply (zeros compress ~1000x)."""
+    """Write a valid all-black 1-bit grayscale PNG of the given size, cheaply.
+
+    Cheap because zeros compress ~1000x.
+    """
 
     def chunk(kind: bytes, payload: bytes) -> bytes:
         return (

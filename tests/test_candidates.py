@@ -1,5 +1,5 @@
-"""CandidateBatch constructors: from mining output and from store hits, the same fused rankings as the
-hand conversions they replace."""
+"""CandidateBatch constructors: from mining output and from store hits, the same fused rankings as
+the hand conversions they replace."""
 
 from __future__ import annotations
 

@@ -104,11 +104,11 @@ def test_offline_store_commands_fail_fast_and_create_nothing(tmp_path, corpus):
 
 
 def test_offline_without_the_flag_fails_fast_too(tmp_path, corpus, monkeypatch, capsys):
-    import mmgap_core.factory as factory
+    import mmgap_core.factory_checks as checks
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(factory, "_hub_unreachable", lambda: "huggingface.co cannot be reached")
-    monkeypatch.setattr(factory, "_nothing_cached", lambda: True)
+    monkeypatch.setattr(checks, "_hub_unreachable", lambda: "huggingface.co cannot be reached")
+    monkeypatch.setattr(checks, "_nothing_cached", lambda: True)
     assert main(["index", str(corpus), "--db", str(tmp_path / "db")]) == 2
     err = capsys.readouterr().err
     assert "--pretrained PATH" in err and "HF_HUB_OFFLINE=1" in err

@@ -1,4 +1,4 @@
-"""Hostile image inputs through OpenClipEncoder.embed_images: skipped with a reason, bounded memory."""
+"""Hostile image inputs to OpenClipEncoder.embed_images: skipped with a reason, bounded memory."""
 
 from __future__ import annotations
 

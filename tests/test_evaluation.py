@@ -21,8 +21,8 @@ def _rows(results, subset, metric):
 
 
 def test_metrics_match_hand_computation():
-    # query 0: relevant doc 3 (image) at rank 2; query 1: relevant docs 0 (text, rel 2) at rank 1 and 1 (text)
-    # missing from the top 3.
+    # query 0: relevant doc 3 (image) at rank 2; query 1: relevant docs 0 (text, rel 2) at rank 1
+    # and 1 (text) missing from the top 3.
     ranking = np.array([[5, 3, 4], [0, 2, 4]])
     mods = np.array(["text", "text", "text", "image", "image", "image"])
     ranked_mods = mods[ranking]

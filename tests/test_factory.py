@@ -1,5 +1,5 @@
-"""The factory: the one core module that names Chroma and open_clip. It opens stores, records how the
-encoder was built, and rebuilds it from that record."""
+"""The factory: the one core module that names Chroma and open_clip. It opens stores, records how
+the encoder was built, and rebuilds it from that record."""
 
 from __future__ import annotations
 

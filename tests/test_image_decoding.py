@@ -1,4 +1,4 @@
-"""Image decoding and its safety checks (mmgap_core.encoders.image_decoding: numpy + PIL, no torch)."""
+"""Image decoding and safety checks (mmgap_core.encoders.image_decoding: numpy + PIL, no torch)."""
 
 from __future__ import annotations
 

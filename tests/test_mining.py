@@ -1,4 +1,4 @@
-"""Blocked exact per-modality top-k search and pseudo-positive mining, checked against brute force."""
+"""Blocked exact per-modality top-k search and pseudo-positive mining, checked by brute force."""
 
 from __future__ import annotations
 
@@ -156,7 +156,8 @@ def test_ties_across_blocks_keep_the_lowest_row():
 
 @pytest.mark.parametrize("k", [2, 5])
 def test_one_query_tied_with_hundreds_among_ordinary_queries(k):
-    # The tied row has hundreds of hits per block while the others have ~k: the merge must stay exact.
+    # The tied row has hundreds of hits per block while the others have ~k: the merge must stay
+    # exact.
     rng = np.random.default_rng(12)
     d = 256
     e = np.zeros((1, d), np.float32)

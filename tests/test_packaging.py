@@ -40,7 +40,9 @@ def test_core_imports_and_runs_with_numpy_only():
         from mmgap_core.simulator import simulate, SimulatedEncoder
         import mmgap_core.encoders, mmgap_core.store, mmgap_core.datasets, mmgap_core.engine
         d = simulate("small-gap")
-        rep = evaluate_embeddings(d.queries, d.corpus, d.modalities, d.qrels, methods="raw,standardize")
+        rep = evaluate_embeddings(
+            d.queries, d.corpus, d.modalities, d.qrels, methods="raw,standardize"
+        )
         assert rep.value("standardize", "all", "recall@20") > 0
         print("ok")
     """)

@@ -1,4 +1,4 @@
-"""Ranking quality: the paper's method against a plain-numpy reference, and the default on real CLIP.
+"""Ranking quality: the paper's method against a plain-numpy reference; the default on real CLIP.
 
 The real embeddings are OpenAI CLIP ViT-B/16 on 500 MS-COCO pairs (benchmarks/data/real-embeddings,
 MIT); the sets are the ones `benchmarks/bench_quality.py` builds.

@@ -13,7 +13,9 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 SWAPS = {
     'OpenClipEncoder("ViT-B-32", pretrained="laion2b_s34b_b79k")': "OpenClipEncoder({tiny})",
-    'OpenClipMultiModalEmbedding("ViT-B-32", pretrained="laion2b_s34b_b79k")': "OpenClipMultiModalEmbedding({tiny})",
+    'OpenClipMultiModalEmbedding("ViT-B-32", pretrained="laion2b_s34b_b79k")': (
+        "OpenClipMultiModalEmbedding({tiny})"
+    ),
     "OpenClipEncoder()": "OpenClipEncoder({tiny})",
 }
 

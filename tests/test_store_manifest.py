@@ -1,4 +1,4 @@
-"""The ChromaStore manifest: one record per concern, no lost calibrations, first-layout migration."""
+"""The ChromaStore manifest: a record per concern, no lost calibrations, first-layout migration."""
 
 from __future__ import annotations
 

@@ -245,7 +245,9 @@ def test_wrong_or_missing_token_gives_one_line(tls_proxy, clean_env, chroma_stor
     for sent in (tls_proxy.token[:-1] + "x", "mmgap:wrong"):
         assert sent not in _everything_said(info.value)
     expected = {
-        "wrong token": f"HTTP 401); set the right token in the environment variable {DEFAULT_TOKEN_ENV}",
+        "wrong token": (
+            f"HTTP 401); set the right token in the environment variable {DEFAULT_TOKEN_ENV}"
+        ),
         "no auth": "no credentials were sent",
         "env unset": f"environment variable {DEFAULT_TOKEN_ENV} is not set",
         "wrong basic": f"'user:password' in the environment variable {DEFAULT_BASIC_ENV}",

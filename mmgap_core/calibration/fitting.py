@@ -125,7 +125,7 @@ def load_corpus(store: VectorStore) -> StoreCorpus:
 
 
 def check_counts(counts: Mapping[str, int]) -> None:
-    """Refuse to calibrate an empty store, or one with an empty modality; warn about one modality."""
+    """Refuse an empty store, or one with an empty modality; warn about a single modality."""
     if not counts or all(n == 0 for n in counts.values()):
         raise ValueError("the store is empty: index texts and images before calibrating")
     empty = [m for m, n in counts.items() if n == 0]
@@ -331,7 +331,7 @@ def fit_calibration(
         )
     else:
         for qm, qs in query_sets.items():
-            # The store's HNSW index is approximate: see benchmarks/README.md for how often it misses.
+            # HNSW is approximate: benchmarks/README.md says how often it misses.
             fit(qm, query_lists(store, qs.embeddings, qs.self_ids, k=k, progress=progress))
         if agreement_sample:
             agreement, means = measure_agreement(

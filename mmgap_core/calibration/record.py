@@ -143,7 +143,7 @@ class CalibrationRecord:
         Parameters
         ----------
         method : type
-            A :class:`~mmgap_core.fusion.FusionMethod` subclass; its ``needs_*`` attributes are read.
+            A :class:`~mmgap_core.fusion.FusionMethod` subclass; its ``needs_*`` flags are read.
         name : str
             The method's name, for the message.
         query_modality : str

@@ -1,10 +1,11 @@
 """Exact top-k mining streamed from a store in chunks, with bounded memory.
 
-The store's embeddings are read one chunk at a time (``store.iter_embeddings``), each chunk is
-mined with :func:`~mmgap_core.mining.topk_per_modality`, and its top-``k`` is merged into a running
-top-``k`` per (query, modality): :class:`StreamingTopK`. The result equals mining the whole corpus
-at once, ties included (the lower corpus row in iteration order wins), and the per-modality mean
-embeddings are summed (float64) in the same pass, so the corpus is read once.
+The store's embeddings are read one chunk at a time (``store.iter_embeddings``) and merged into a
+running top-``k`` per (query, modality) by the same blocked scan as
+:func:`~mmgap_core.mining.topk_per_modality` (:class:`StreamingTopK`). The result is that of mining
+the whole corpus at once, ties included (the lower corpus row in iteration order wins); the
+per-modality mean embeddings are summed (float64) in the same pass, so the corpus is read once.
+Queries are excluded from their own candidates by store id.
 
 Extra memory follows one byte budget, whatever the store's size: see :class:`StreamPlan`.
 """
@@ -47,11 +48,12 @@ STORE_BYTES_PER_VALUE = 44
 class StreamPlan:
     """How a byte budget is split: store chunk, mining block, and running top-k of a query block.
 
-    A quarter of the budget goes to each of: the chunk being read (``chunk_rows``), the score block
-    of :func:`~mmgap_core.mining.topk_per_modality` (``block_bytes``) and the per-query state of a
-    block of queries (``query_block``: running top-k, the chunk's top-k, merge temporaries and the
-    float64 lists handed on). More queries than one block are mined in several passes over the
-    store.
+    A quarter of the budget goes to each of: the chunk being read (``chunk_rows``, with what
+    chromadb allocates to hand it over), the score block of the scan (``block_bytes``, see
+    :func:`~mmgap_core.mining.topk_per_modality`) and the per-query state of a block of queries
+    (``query_block``: the running top-k, its copy in :meth:`StreamingTopK.result` and the float64
+    lists handed on). More queries than one block are mined in several passes over the store; the
+    last quarter is headroom (the queries' own copy, ids, interpreter and allocator slack).
 
     Attributes
     ----------
@@ -83,7 +85,7 @@ class StreamPlan:
         chunk_rows = max(
             MIN_CHUNK_ROWS, min(MAX_CHUNK_ROWS, quarter // (STORE_BYTES_PER_VALUE * dim))
         )
-        per_query = n_modalities * k * 12 + k * 12 + 2 * k * 28 + n_modalities * k * 8
+        per_query = n_modalities * k * (12 + 12 + 8)
         query_block = max(1, min(max(n_queries, 1), quarter // per_query))
         return cls(chunk_rows, max(MiB, quarter), query_block)
 
@@ -242,7 +244,7 @@ def stream_store_topk(
     *,
     modalities: Sequence[str],
     plan: StreamPlan,
-    sums: dict[str, np.ndarray] | None = None,
+    sums: dict[str, tuple[np.ndarray, int]] | None = None,
     track_ids: bool = False,
     progress=None,
 ) -> StreamingTopK:

@@ -50,7 +50,7 @@ def text_failure(text: Any) -> str | None:
 
 
 def as_item_sequence(items: Any, name: str, single_hint: str) -> Sequence[Any]:
-    """``items`` as a sequence; a lone str/bytes/path is a ``ValueError`` pointing at ``single_hint``.
+    """``items`` as a sequence; a lone str/bytes/path is a ``ValueError`` citing ``single_hint``.
 
     Parameters
     ----------

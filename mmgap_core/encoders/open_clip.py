@@ -1,10 +1,10 @@
 """open_clip backend: :class:`OpenClipEncoder` (imports torch and open_clip).
 
-The encoder settles the model name and its weights first (:mod:`mmgap_core.encoders.weights`), then
-lets ``open_clip.create_model_and_transforms`` build the model. That gives one loading path for tags,
-local checkpoints, custom configs and open_clip's ``hf-hub:``/``local-dir:`` names, and a clean
-:class:`WeightsUnavailableError` when weights cannot be had, never a silent fallback. Images are
-checked and decoded by :mod:`mmgap_core.encoders.image_decoding` in worker threads.
+The encoder settles the model name and its weights first (:mod:`mmgap_core.encoders.weights`),
+then lets ``open_clip.create_model_and_transforms`` build the model. That gives one loading path for
+tags, local checkpoints, custom configs and open_clip's ``hf-hub:``/``local-dir:`` names, and a
+clean :class:`WeightsUnavailableError` when weights cannot be had, never a silent fallback. Images
+are checked and decoded by :mod:`mmgap_core.encoders.image_decoding` in worker threads.
 """
 
 from __future__ import annotations

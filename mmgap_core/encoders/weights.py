@@ -15,9 +15,9 @@ silently initialising random weights:
 - **``local-dir:`` names.** open_clip loads the folder; the weights file it picks is hashed.
 
 Offline mode (``HF_HUB_OFFLINE``/``TRANSFORMERS_OFFLINE``) is read when each function runs. Set it
-before the process starts: huggingface_hub reads it once at import, and open_clip's own Hub calls for
-an ``hf-hub:`` model follow huggingface_hub. open_clip and huggingface_hub are imported inside the
-functions that need them.
+before the process starts: huggingface_hub reads it once at import, and open_clip's own Hub calls
+for an ``hf-hub:`` model follow huggingface_hub. open_clip and huggingface_hub are imported inside
+the functions that need them.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 
 
 def offline_mode() -> bool:
-    """Whether Hugging Face offline mode is requested (``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE``).
+    """Whether Hugging Face offline mode is requested (``HF_HUB_OFFLINE``/``TRANSFORMERS_OFFLINE``).
 
     Returns
     -------
@@ -216,7 +216,8 @@ def _tag_weights(model_name: str, tag: str, cache_dir: str | None) -> ResolvedWe
             ) from exc
         if not path or not os.path.isfile(path):
             raise WeightsUnavailableError(
-                f"open_clip weights {model_name}:{tag} could not be downloaded: no file was produced"
+                f"open_clip weights {model_name}:{tag} could not be downloaded: "
+                "no file was produced"
             )
     model_quick_gelu = bool(open_clip.get_model_config(model_name).get("quick_gelu", False))
     if bool(cfg.get("quick_gelu", False)) != model_quick_gelu:
@@ -237,7 +238,7 @@ def _tag_weights(model_name: str, tag: str, cache_dir: str | None) -> ResolvedWe
 
 
 def _hf_hub_weights(repo_id: str, cache_dir: str | None) -> ResolvedWeights:
-    """Config + weights of an ``hf-hub:`` model, cached or downloaded; never a silent random init."""
+    """Config + weights of an ``hf-hub:`` model, cached or downloaded; no silent random init."""
     from open_clip import pretrained as oc_pretrained
 
     config = _hf_cached_file(repo_id, LOCAL_DIR_CONFIG, cache_dir)
@@ -330,7 +331,7 @@ def resolve_weights(
 
 
 def model_config_dict(model_name: str, weights: ResolvedWeights) -> dict[str, Any]:
-    """open_clip's model config (``embed_dim``, ``vision_cfg``, ``text_cfg``...) of a resolved model.
+    """open_clip's config (``embed_dim``, ``vision_cfg``, ``text_cfg``...) of a resolved model.
 
     Parameters
     ----------

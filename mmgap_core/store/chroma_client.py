@@ -328,7 +328,7 @@ def max_batch(client: Any) -> int:
 
 # -- collections -----------------------------------------------------------------------------------
 def find_collection(client: Any, name: str) -> Any | None:
-    """The collection ``name`` (no embedding function), or ``None`` if Chroma says it does not exist.
+    """The collection ``name`` (no embedding function), or ``None`` if Chroma says it doesn't exist.
 
     Any other error propagates; an outage raises :class:`StoreUnavailableError`.
     """

@@ -1,4 +1,4 @@
-"""How to reach a remote Chroma: :class:`ChromaConnection` (a server, a proxy in front of one, Cloud).
+"""How to reach a remote Chroma: :class:`ChromaConnection` (server, proxy in front of one, Cloud).
 
 Plain Python: importing this module loads neither numpy nor chromadb, so a command line can build a
 connection before anything heavy is imported. The client itself is made by
@@ -331,7 +331,7 @@ class ChromaConnection:
         }
 
     def ssl_context(self) -> ssl.SSLContext | None:
-        """The TLS context that checks the server's certificate as ``verify`` says (``None``: no TLS).
+        """The TLS context checking the server's certificate as ``verify`` says (``None``: no TLS).
 
         Raises
         ------
