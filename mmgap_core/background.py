@@ -303,13 +303,16 @@ class BackgroundScale:
                 f"{sorted(self.query_modalities_)} and candidates {sorted(self.corpus_sizes_)}"
             )
         pool = [k for k in self.count_ if k[0] == query_modality] or list(self.count_)
-        warnings.warn(
-            f"background scale of {candidate_modality!r} candidates for {query_modality!r} "
-            "queries: no calibration list had three or more scores; using the pooled scale of "
-            f"{pool or 'nothing (1.0)'}",
-            UserWarning,
-            stacklevel=2,
-        )
+        warned = self.__dict__.setdefault("_warned", set())
+        if key not in warned:  # once per key and estimator, not on every search
+            warned.add(key)
+            warnings.warn(
+                f"background scale of {candidate_modality!r} candidates for {query_modality!r} "
+                "queries: no calibration list had three or more scores; using the pooled scale of "
+                f"{pool or 'nothing (1.0)'}",
+                UserWarning,
+                stacklevel=2,
+            )
         if not pool:
             return 1.0
         total = sum(self.log_scale_sum_[k] for k in pool)

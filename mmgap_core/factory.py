@@ -140,13 +140,14 @@ def open_store(
     """
     from .store.chroma_store import ChromaStore
 
+    server_only = {
+        "port": port, "ssl": ssl, "verify": verify, "headers": headers, "header_env": header_env,
+        "auth": auth, "auth_env": auth_env, "token_header": token_header, "username": username,
+        "tenant": tenant, "database": database,
+    }  # fmt: skip
     remote = connection is not None or bool(cloud) or bool(host)
     if not remote:
-        given = _server_options(
-            port=port, ssl=ssl, verify=verify, headers=headers, header_env=header_env,
-            auth=auth, auth_env=auth_env, token_header=token_header, username=username,
-            tenant=tenant, database=database,
-        )  # fmt: skip
+        given = _server_options(**server_only)
         if given:
             raise ValueError(
                 f"{', '.join(given)} apply to a Chroma server (host=) or Chroma Cloud "
@@ -161,11 +162,7 @@ def open_store(
         "header_env": header_env,
     }
     if connection is not None:
-        others = _server_options(
-            host=host, port=port, ssl=ssl, verify=verify, headers=headers, header_env=header_env,
-            auth=auth, auth_env=auth_env, token_header=token_header, username=username,
-            tenant=tenant, database=database, cloud=cloud,
-        )  # fmt: skip
+        others = _server_options(host=host, **server_only, cloud=cloud)
         if others:
             raise ValueError(f"connection= is given: {', '.join(others)} must not be")
         conn = connection

@@ -18,6 +18,8 @@ from pathlib import Path
 from collections.abc import Mapping
 from typing import Any
 
+from ._paths import nearest_existing_parent
+
 __all__ = [
     "HUB_PROBE_SECONDS",
     "StoreNotFoundError",
@@ -81,9 +83,7 @@ def check_store_location(db=None) -> Path:
     path = Path(db or _DEFAULT_DB).expanduser()
     if path.exists() and not path.is_dir():
         raise NotADirectoryError(f"{path} is a file, not a Chroma store folder")
-    parent = path.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
+    parent = nearest_existing_parent(path)
     if not parent.is_dir():
         raise NotADirectoryError(f"cannot make the store folder {path}: {parent} is not a folder")
     if path.is_dir() and not (path / _CHROMA_DB_FILE).is_file() and any(path.iterdir()):

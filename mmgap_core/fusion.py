@@ -249,6 +249,30 @@ def method_class(name: str) -> type[FusionMethod]:
     return cls
 
 
+def check_search_method(name: str) -> str:
+    """``name`` when it is a fusion method a search can use, i.e. one that needs no labelled pairs.
+
+    Parameters
+    ----------
+    name : str
+        A fusion method name, as a retriever or search option gives it.
+
+    Returns
+    -------
+    str
+        ``name`` itself.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name (listing the known ones), or a method that exists for
+        ``mmgap eval`` only.
+    """
+    if method_class(name).needs_gold_standardizer:
+        raise ValueError(f"method {name!r} needs labelled pairs: it exists for `mmgap eval` only")
+    return name
+
+
 def make_method(
     name: str,
     *,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._paths import nearest_existing_parent
 from .stats import ModalityStandardizer
 
 __all__ = ["PLOT_SUFFIXES", "check_plot_path", "plot_gap"]
@@ -49,9 +50,7 @@ def check_plot_path(path) -> Path:
     p = Path(path).expanduser()
     if p.is_dir():
         raise ValueError(f"plot path {path} is a folder; give a file name such as gap.png")
-    parent = p.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
+    parent = nearest_existing_parent(p)
     if not parent.is_dir():
         raise ValueError(f"plot path {path}: {parent} is not a folder")
     if p.suffix.lower() not in PLOT_SUFFIXES:

@@ -247,7 +247,7 @@ def test_streamed_memory_stays_within_a_tiny_budget():
 
     store = ArrayStore({"text": n // 2, "image": n // 2}, dim, lazy=make)
     rng = np.random.default_rng(0)
-    sets = {"text": QuerySet(unit(rng.standard_normal((250, dim))))}
+    sets = {"text": QuerySet(unit(rng.standard_normal((400, dim))))}
     counts = store.counts()
     tracemalloc.start()
     try:
@@ -261,7 +261,7 @@ def test_streamed_memory_stays_within_a_tiny_budget():
     finally:
         tracemalloc.stop()
     assert set(means) == {"text", "image"}
-    assert len(store.batches) == 4  # two passes: 250 queries x 2 x 50 do not fit one block
+    assert len(store.batches) == 4  # two passes: 400 queries x 2 x 50 do not fit one block
     assert max(store.batches) * dim * 4 < MIN_MEMORY_BUDGET // 4
     assert peak < 2 * MIN_MEMORY_BUDGET, f"peak {peak / MiB:.1f} MiB"
 
@@ -275,6 +275,14 @@ def test_resolve_mining():
         assert resolve_mining("exact", 100, 101) == "store-index"
     with pytest.warns(FutureWarning):
         assert resolve_mining("exact", 100, 100) == "exact"
+    store = ArrayStore({"text": np.eye(4, dtype=np.float32)}, 4)
+    sets = {"text": QuerySet(np.eye(4, dtype=np.float32))}
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="agreement_sample"):
+            fit_calibration(
+                store, sets, counts={"text": 4}, model_id=None, dim=4, mining="store-index",
+                agreement_sample=bad,
+            )  # fmt: skip
 
 
 # ------------------------------------------------------------------------------- real Chroma

@@ -16,11 +16,11 @@ from typing import Any
 
 from langchain_core.embeddings import Embeddings
 
+from mmgap_core.encoders.adapter_encoder import encoder_for_adapter
+
 __all__ = ["OpenClipEmbeddings"]
 
 logger = logging.getLogger(__name__)
-
-_ENCODER_METHODS = ("embed_texts", "embed_images", "embed_query_text", "embed_query_image")
 
 
 class OpenClipEmbeddings(Embeddings):
@@ -63,23 +63,15 @@ class OpenClipEmbeddings(Embeddings):
         model_config: str | os.PathLike | None = None,
         **encoder_kwargs: Any,
     ) -> None:
-        if encoder is None:
-            from mmgap_core.encoders.open_clip import OpenClipEncoder
-
-            encoder = OpenClipEncoder(
-                model_name,
-                pretrained=pretrained,
-                device=device,
-                model_config=model_config,
-                **encoder_kwargs,
-            )
-        elif encoder_kwargs or model_config is not None or device is not None:
-            raise ValueError(
-                "give either encoder= or model options (device, model_config, ...), not both"
-            )
-        for method in _ENCODER_METHODS:
-            if not callable(getattr(encoder, method, None)):
-                raise ValueError(f"encoder {encoder!r} has no {method}() method")
+        encoder = encoder_for_adapter(
+            encoder,
+            model_name,
+            pretrained,
+            device=device,
+            model_config=model_config,
+            encoder_kwargs=encoder_kwargs,
+            adapter="OpenClipEmbeddings",
+        )
         self._encoder = encoder
 
     @property

@@ -25,7 +25,7 @@ from langchain_core.runnables.config import run_in_executor
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from mmgap_core.engine import RetrievalEngine
-from mmgap_core.fusion import DEFAULT_METHOD, METHODS, method_class
+from mmgap_core.fusion import DEFAULT_METHOD, METHODS, check_search_method
 from mmgap_langchain.documents import hit_to_document
 
 __all__ = ["MMGapRetriever"]
@@ -76,13 +76,6 @@ def _unknown_message(what: str, unknown: list[str], accepted: list[str]) -> str:
             hints.append(f"{name!r}: did you mean {close[0]!r}?")
     hint = f" ({'; '.join(hints)})" if hints else ""
     return f"unknown {what} {unknown}{hint}; accepted: {', '.join(accepted)}"
-
-
-def _check_method(name: Any) -> str:
-    cls = method_class(name)  # ValueError listing every method for an unknown name
-    if cls.needs_gold_standardizer:
-        raise ValueError(f"method {name!r} needs labelled pairs: it exists for `mmgap eval` only")
-    return name
 
 
 def _encoder_of(embedding: Any) -> Any:
@@ -176,7 +169,7 @@ class MMGapRetriever(BaseRetriever):
     @field_validator("method")
     @classmethod
     def _valid_method(cls, value: str) -> str:
-        return _check_method(value)
+        return check_search_method(value)
 
     @property
     def search_kwargs(self) -> dict[str, Any]:

@@ -19,6 +19,8 @@ from llama_index.core.embeddings import MultiModalEmbedding
 from llama_index.core.schema import ImageType
 from pydantic import Field, PrivateAttr
 
+from mmgap_core.encoders.adapter_encoder import encoder_for_adapter
+
 __all__ = ["OpenClipMultiModalEmbedding"]
 
 logger = logging.getLogger(__name__)
@@ -81,24 +83,15 @@ class OpenClipMultiModalEmbedding(MultiModalEmbedding):
         callback_manager: CallbackManager | None = None,
         **encoder_kwargs: Any,
     ) -> None:
-        if encoder is None:
-            from mmgap_core.encoders.open_clip import OpenClipEncoder
-
-            encoder = OpenClipEncoder(
-                model_name,
-                pretrained=pretrained,
-                device=device,
-                model_config=model_config,
-                **encoder_kwargs,
-            )
-        elif encoder_kwargs or model_config is not None or device is not None:
-            raise ValueError(
-                "encoder= was given: model options (device, model_config, ...) belong to that "
-                "encoder, not to OpenClipMultiModalEmbedding"
-            )
-        for method in ("embed_texts", "embed_images", "embed_query_text", "embed_query_image"):
-            if not callable(getattr(encoder, method, None)):
-                raise ValueError(f"encoder {encoder!r} has no {method}() method")
+        encoder = encoder_for_adapter(
+            encoder,
+            model_name,
+            pretrained,
+            device=device,
+            model_config=model_config,
+            encoder_kwargs=encoder_kwargs,
+            adapter="OpenClipMultiModalEmbedding",
+        )
         resolved = getattr(encoder, "pretrained", None)
         super().__init__(
             model_name=getattr(encoder, "model_name", encoder.model_id),

@@ -22,7 +22,7 @@ from llama_index.core.schema import IndexNode, NodeWithScore, QueryBundle
 from llama_index.core.vector_stores.types import MetadataFilters
 
 from mmgap_core.engine import RetrievalEngine
-from mmgap_core.fusion import DEFAULT_METHOD, METHODS, method_class
+from mmgap_core.fusion import DEFAULT_METHOD, METHODS, check_search_method
 from mmgap_llamaindex.filters import combine_where
 from mmgap_llamaindex.index_check import check_text_model, index_collections
 from mmgap_llamaindex.nodes import hit_to_node
@@ -43,12 +43,6 @@ def _check_top_k(name: str, value: Any, *, optional: bool = False) -> None:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-
-def _check_method(name: Any) -> None:
-    cls = method_class(name)  # ValueError listing every method for an unknown name
-    if cls.needs_gold_standardizer:
-        raise ValueError(f"method {name!r} needs labelled pairs: it exists for `mmgap eval` only")
 
 
 def _encoder_of(model: Any) -> Any:
@@ -124,7 +118,7 @@ class MMGapLlamaRetriever(MultiModalRetriever):
         _check_top_k("similarity_top_k", similarity_top_k)
         _check_top_k("image_similarity_top_k", image_similarity_top_k, optional=True)
         _check_top_k("k_per_modality", k_per_modality, optional=True)
-        _check_method(method)
+        check_search_method(method)
         combine_where(where, filters)  # an untranslatable filter fails here, not at first search
         self.engine = engine
         self.similarity_top_k = similarity_top_k

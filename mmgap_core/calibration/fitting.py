@@ -306,6 +306,12 @@ def fit_calibration(
         self-excluded queries themselves).
     """
     mining = resolve_mining(mining, exact_max_items, sum(counts.values()))
+    if (
+        isinstance(agreement_sample, bool)
+        or not isinstance(agreement_sample, (int, np.integer))
+        or agreement_sample < 0
+    ):
+        raise ValueError(f"agreement_sample must be an integer >= 0, got {agreement_sample!r}")
     k = max(1, min(BACKGROUND_RANKS, max(counts.values())))
     logger.info(
         "calibrating %s query modalities by %s mining over %s",

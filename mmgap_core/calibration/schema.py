@@ -50,6 +50,15 @@ def _name(value: str | int | None) -> str:
     return "null" if value is None else repr(value)
 
 
+def _check_fitted_for(what: str, quantity: str, fitted: Any, recorded: Any) -> None:
+    """Fail when ``what`` was fitted for another ``quantity`` (model, dimension) than the record."""
+    if fitted != recorded:
+        fail(
+            f"the {what} was fitted for {quantity} {_name(fitted)} but the record is for "
+            f"{quantity} {_name(recorded)}"
+        )
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -151,17 +160,9 @@ def standardizer(value: Any, model_id: str | None, dim: int | None) -> ModalityS
     if value.get("format") != STANDARDIZER_FORMAT or value.get("version") != STANDARDIZER_VERSION:
         fail(f"standardizer is not {STANDARDIZER_FORMAT!r} version {STANDARDIZER_VERSION} data")
     std_model = opt_str(value, "model_id", "standardizer.model_id")
-    if std_model != model_id:
-        fail(
-            f"the standardizer was fitted for model {_name(std_model)} but the record is for "
-            f"model {_name(model_id)}"
-        )
+    _check_fitted_for("standardizer", "model", std_model, model_id)
     std_dim = opt_positive_int(value, "dim", "standardizer.dim")
-    if std_dim != dim:
-        fail(
-            f"the standardizer was fitted for dimension {_name(std_dim)} but the record is for "
-            f"dimension {_name(dim)}"
-        )
+    _check_fitted_for("standardizer", "dimension", std_dim, dim)
     if "min_std" in value and (_finite(value["min_std"], "standardizer.min_std") <= 0):
         fail("standardizer.min_std must be positive")
     rows = value.get("stats")
@@ -202,17 +203,9 @@ def background_scale(value: Any, model_id: str | None, dim: int | None):
     if not isinstance(value, dict):
         fail(f"background_scale must be null or an object, got {describe(value)}")
     bg_model = opt_str(value, "model_id", "background_scale.model_id")
-    if bg_model != model_id:
-        fail(
-            f"the background scale was fitted for model {_name(bg_model)} but the record is for "
-            f"model {_name(model_id)}"
-        )
+    _check_fitted_for("background scale", "model", bg_model, model_id)
     bg_dim = value.get("dim")
-    if bg_dim != dim:
-        fail(
-            f"the background scale was fitted for dimension {_name(bg_dim)} but the record is "
-            f"for dimension {_name(dim)}"
-        )
+    _check_fitted_for("background scale", "dimension", bg_dim, dim)
     try:
         return BackgroundScale.from_dict(value)
     except (ValueError, TypeError, OverflowError, ZeroDivisionError) as exc:

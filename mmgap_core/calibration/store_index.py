@@ -238,13 +238,13 @@ def measure_agreement(
             track_ids=True, progress=bar,
         )  # fmt: skip
     approx_ids, approx_scores = _store_top1(store, queries, ids, counts, modalities)
-    names_arr = np.asarray(names)
+    names_arr, found = np.asarray(names), exact.result()
     top1, shortfall = {}, {}
     for qm in sizes:
         rows = np.flatnonzero(names_arr == qm)
         for m in modalities:
             e_ids = exact.ids_of(m)[rows, 0]
-            e_sc = exact.result().of(m)[1][rows, 0].astype(np.float64)
+            e_sc = found.of(m)[1][rows, 0].astype(np.float64)
             has = np.asarray([i is not None for i in e_ids])
             if not has.any():
                 continue

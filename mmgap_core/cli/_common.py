@@ -10,6 +10,8 @@ import json
 import sys
 from pathlib import Path
 
+from .._paths import nearest_existing_parent
+
 __all__ = [
     "CommandError",
     "HelpFormatter",
@@ -118,9 +120,7 @@ def check_output_path(path: str | None, flag: str) -> None:
     p = Path(path).expanduser()
     if p.is_dir():
         raise CommandError(f"{flag} {path}: is a folder; give a file name")
-    parent = p.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
+    parent = nearest_existing_parent(p)
     if not parent.is_dir():
         raise CommandError(f"{flag} {path}: {parent} is not a folder")
 

@@ -14,6 +14,8 @@ batching
 model_names, weights, model_ids
     Which open_clip model and weights to load, whether they are available offline
     (:func:`~mmgap_core.encoders.weights.weights_available_offline`), and the model-id format.
+adapter_encoder
+    The encoder the LangChain and LlamaIndex embedding adapters wrap.
 open_clip
     :class:`OpenClipEncoder` (the only module here that imports torch at import time).
 """

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "HF_HUB",
@@ -63,10 +64,7 @@ def register_model_config(model_name: str, config_path: str | os.PathLike) -> No
             f"model_config: open_clip names a config after its file, so '{path.name}' defines "
             f"model '{path.stem}', not '{model_name}'; rename the file to '{model_name}.json'"
         )
-    try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"model_config: cannot read '{path}' as JSON ({exc})") from exc
+    cfg = _read_json(path, "model_config")
     required = ("embed_dim", "vision_cfg", "text_cfg")
     missing = [k for k in required if not isinstance(cfg, dict) or k not in cfg]
     if missing:
@@ -76,6 +74,14 @@ def register_model_config(model_name: str, config_path: str | os.PathLike) -> No
         open_clip.add_model_config(path)
     if open_clip.get_model_config(model_name) != cfg:  # pragma: no cover - open_clip changed
         raise RuntimeError(f"model_config: open_clip did not register '{path}' as '{model_name}'")
+
+
+def _read_json(path: Path, option: str) -> Any:
+    """The JSON in ``path``; ``ValueError`` naming ``option`` when it cannot be read or parsed."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{option}: cannot read '{path}' as JSON ({exc})") from exc
 
 
 def _check_local_dir(folder: str) -> str:
@@ -88,10 +94,7 @@ def _check_local_dir(folder: str) -> str:
             f"model_name: 'local-dir:{folder}' lacks {LOCAL_DIR_CONFIG} (open_clip reads the "
             f"model from that file and a weights file beside it)"
         )
-    try:
-        data = json.loads(config.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"model_name: cannot read '{config}' as JSON ({exc})") from exc
+    data = _read_json(config, "model_name")
     if not isinstance(data, dict) or not isinstance(data.get("model_cfg"), dict):
         raise ValueError(f"model_name: '{config}' lacks the 'model_cfg' object open_clip needs")
     return f"{LOCAL_DIR}:{path.resolve()}"

