@@ -1,5 +1,7 @@
-"""Multimodal documents through both adapters, on a real store: the LangChain retriever gives the
-document's text as ``page_content`` with its image in metadata, LlamaIndex an ``ImageNode`` with text."""
+"""Multimodal documents through both adapters, on a real store.
+
+The LangChain retriever gives the document's text as ``page_content`` with its image in metadata;
+LlamaIndex gives an ``ImageNode`` with text."""
 
 from __future__ import annotations
 
