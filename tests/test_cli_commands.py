@@ -106,7 +106,11 @@ def test_offline_store_commands_fail_fast_and_create_nothing(tmp_path, corpus):
 def test_offline_without_the_flag_fails_fast_too(tmp_path, corpus, monkeypatch, capsys):
     import mmgap_core.factory_checks as checks
 
+    import mmgap_core.encoders.weights as weights
+
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    # huggingface_hub freezes HF_HUB_OFFLINE at import (CI sets it): offline mode must read as off
+    monkeypatch.setattr(weights, "offline_mode", lambda: False)
     monkeypatch.setattr(checks, "_hub_unreachable", lambda: "huggingface.co cannot be reached")
     monkeypatch.setattr(checks, "_nothing_cached", lambda: True)
     assert main(["index", str(corpus), "--db", str(tmp_path / "db")]) == 2
