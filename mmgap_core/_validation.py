@@ -133,8 +133,21 @@ def l2_normalise(x: np.ndarray, name: str) -> np.ndarray:
     return (x / norms[:, None]).astype(np.float32, copy=False)
 
 
+def int_at_least(value, name: str, minimum: int) -> int:
+    """``value`` as a plain ``int`` if it is an integer >= ``minimum`` (``bool`` refused).
+
+    Raises ``ValueError`` naming ``name`` otherwise.
+    """
+    if (
+        isinstance(value, (bool, np.bool_))
+        or not isinstance(value, (int, np.integer))
+        or value < minimum
+    ):
+        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
+    return int(value)
+
+
 def positive_int(value, name: str) -> int:
     """``value`` as a plain ``int`` if it is an integer >= 1 (``bool`` refused), else ValueError."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
+    return int_at_least(value, name, 1)

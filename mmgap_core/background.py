@@ -31,6 +31,8 @@ from statistics import NormalDist
 
 import numpy as np
 
+from ._validation import int_at_least, positive_int
+
 
 FORMAT_NAME = "mmgap.background_scale"
 FORMAT_VERSION = 1
@@ -70,11 +72,7 @@ def normal_order_scores(n_items: int, k: int) -> np.ndarray:
     -----
     Blom's approximation ``Phi^-1(1 - (r - 0.375) / (n + 0.25))``, accurate to about 0.01 here.
     """
-    if isinstance(n_items, bool) or not isinstance(n_items, (int, np.integer)) or n_items < 1:
-        raise ValueError(f"n_items must be a positive integer, got {n_items!r}")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
-        raise ValueError(f"k must be a non-negative integer, got {k!r}")
-    return _order_scores(int(n_items), int(k))
+    return _order_scores(positive_int(n_items, "n_items"), int_at_least(k, "k", 0))
 
 
 def _as_lists(scores, name: str) -> np.ndarray:
@@ -108,12 +106,6 @@ def _checked_lists(scores, name: str) -> tuple[np.ndarray, np.ndarray | None]:
             if (np.where(both, filled[:, 1:] - filled[:, :-1], 0.0) > 1e-6).any():
                 raise ValueError(f"{name}: each row must be sorted best first (descending scores)")
     return arr, None if full else valid
-
-
-def _check_size(n_items, name: str) -> int:
-    if isinstance(n_items, bool) or not isinstance(n_items, (int, np.integer)) or n_items < 1:
-        raise ValueError(f"{name}: corpus size must be a positive integer, got {n_items!r}")
-    return int(n_items)
 
 
 def row_slopes(lists: np.ndarray, n_items: int) -> np.ndarray:
@@ -230,6 +222,7 @@ class BackgroundScale:
         self.log_scale_sum_: dict[Key, float] = {}
         self.corpus_sizes_: dict[str, int] = {}
         self.query_modalities_: set[str] = set()
+        self._warned: set[Key] = set()  # keys whose pooled-scale fallback was announced
 
     # ------------------------------------------------------------------ fitting
     @property
@@ -272,7 +265,7 @@ class BackgroundScale:
                 raise ValueError(f"candidate modality must be a non-empty string, got {m!r}")
             if m not in corpus_sizes:
                 raise ValueError(f"corpus_sizes: no size for candidate modality {m!r}")
-            n = _check_size(corpus_sizes[m], f"corpus_sizes[{m!r}]")
+            n = positive_int(corpus_sizes[m], f"corpus_sizes[{m!r}]: corpus size")
             slopes = row_slopes(_as_lists(arr, f"lists[{m!r}]"), n)
             self.corpus_sizes_[m] = n
             self.query_modalities_.add(query_modality)
@@ -295,7 +288,7 @@ class BackgroundScale:
         """
         key = (query_modality, candidate_modality)
         if key in self.count_:
-            return math.exp(self.log_scale_sum_[key] / self.count_[key])
+            return self._fitted_scale(key)
         if not self.has(candidate_modality, query_modality):
             raise KeyError(
                 f"no background scale for {candidate_modality!r} candidates of "
@@ -303,9 +296,8 @@ class BackgroundScale:
                 f"{sorted(self.query_modalities_)} and candidates {sorted(self.corpus_sizes_)}"
             )
         pool = [k for k in self.count_ if k[0] == query_modality] or list(self.count_)
-        warned = self.__dict__.setdefault("_warned", set())
-        if key not in warned:  # once per key and estimator, not on every search
-            warned.add(key)
+        if key not in self._warned:  # once per key and estimator, not on every search
+            self._warned.add(key)
             warnings.warn(
                 f"background scale of {candidate_modality!r} candidates for {query_modality!r} "
                 "queries: no calibration list had three or more scores; using the pooled scale of "
@@ -317,6 +309,10 @@ class BackgroundScale:
             return 1.0
         total = sum(self.log_scale_sum_[k] for k in pool)
         return math.exp(total / sum(self.count_[k] for k in pool))
+
+    def _fitted_scale(self, key: Key) -> float:
+        """The geometric mean of the slopes fitted for ``key`` (which has some)."""
+        return math.exp(self.log_scale_sum_[key] / self.count_[key])
 
     def has(self, candidate_modality: str, query_modality: str) -> bool:
         """Whether the key (query modality, candidate modality) was calibrated."""
@@ -354,7 +350,7 @@ class BackgroundScale:
         sigma = self.scale(candidate_modality, query_modality)
         if n_items is None:
             n_items = self.corpus_sizes_.get(candidate_modality)
-        n = _check_size(n_items, f"corpus size of {candidate_modality!r}")
+        n = positive_int(n_items, f"corpus size of {candidate_modality!r}")
         n = max(n, arr.shape[1])
         mu = _location(arr, sigma, _order_scores(n, arr.shape[1]), valid)
         if valid is None:  # full rows: every score and location is finite
@@ -380,7 +376,7 @@ class BackgroundScale:
                     "candidate_modality": c,
                     "count": self.count_[(q, c)],
                     "log_scale_sum": self.log_scale_sum_[(q, c)],
-                    "scale": math.exp(self.log_scale_sum_[(q, c)] / self.count_[(q, c)]),
+                    "scale": self._fitted_scale((q, c)),
                 }
                 for q, c in sorted(self.count_)
             ],
@@ -397,8 +393,8 @@ class BackgroundScale:
                 f"(this mmgap reads version {FORMAT_VERSION})"
             )
         dim = data.get("dim")
-        if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1):
-            raise ValueError(f"background scale: dim must be a positive integer, got {dim!r}")
+        if dim is not None:
+            dim = positive_int(dim, "background scale: dim")
         model_id = data.get("model_id")
         if model_id is not None and not isinstance(model_id, str):
             raise ValueError(f"background scale: model_id must be a string, got {model_id!r}")
@@ -407,7 +403,7 @@ class BackgroundScale:
         if not isinstance(sizes, Mapping):
             raise ValueError("background scale: corpus_sizes must be an object")
         out.corpus_sizes_ = {
-            str(m): _check_size(n, f"background scale corpus_sizes[{m!r}]")
+            str(m): positive_int(n, f"background scale corpus_sizes[{m!r}]: corpus size")
             for m, n in sizes.items()
         }
         qms = data.get("query_modalities")
@@ -424,8 +420,7 @@ class BackgroundScale:
             count, total = entry.get("count"), entry.get("log_scale_sum")
             if not all(isinstance(s, str) and s.strip() for s in (q, c)):
                 raise ValueError(f"background scale: keys[{i}] needs modality names")
-            if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-                raise ValueError(f"background scale: keys[{i}].count must be a positive integer")
+            count = positive_int(count, f"background scale: keys[{i}].count")
             if isinstance(total, bool) or not isinstance(total, (int, float)):
                 raise ValueError(f"background scale: keys[{i}].log_scale_sum must be a number")
             if not math.isfinite(total) or not math.isfinite(total / count):
@@ -436,7 +431,6 @@ class BackgroundScale:
 
     def __repr__(self) -> str:
         keys = ", ".join(
-            f"{q}->{c}: {math.exp(self.log_scale_sum_[(q, c)] / self.count_[(q, c)]):.4f}"
-            for q, c in sorted(self.count_)
+            f"{q}->{c}: {self._fitted_scale((q, c)):.4f}" for q, c in sorted(self.count_)
         )
         return f"BackgroundScale({keys or 'not fitted'})"

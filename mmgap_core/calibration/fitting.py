@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._validation import as_embeddings
+from .._validation import as_embeddings, int_at_least
 from ..background import BackgroundScale
 from ..stats import ModalityStandardizer
 from ..store.base import VectorStore
@@ -193,13 +193,12 @@ def sample_query_sets(
     dict of str to QuerySet
         Each query remembers its store id, to be excluded from its own candidates.
     """
-    if isinstance(sample, bool) or not isinstance(sample, (int, np.integer)) or sample < 2:
-        raise ValueError(f"sample must be an integer >= 2, got {sample!r}")
+    sample = int_at_least(sample, "sample", 2)
     out = {}
     for qm in query_modalities or list(counts):
         if qm not in counts:
             raise ValueError(f"unknown query modality {qm!r}; store modalities: {sorted(counts)}")
-        ids, _docs, emb = store.sample_documents(qm, int(sample), seed)
+        ids, _docs, emb = store.sample_documents(qm, sample, seed)
         out[qm] = QuerySet(emb, list(ids))
     return out
 
@@ -235,12 +234,7 @@ def resolve_mining(
         FutureWarning,
         stacklevel=stacklevel + 1,
     )
-    if (
-        isinstance(exact_max_items, bool)
-        or not isinstance(exact_max_items, (int, np.integer))
-        or exact_max_items < 0
-    ):
-        raise ValueError(f"exact_max_items must be an integer >= 0, got {exact_max_items!r}")
+    exact_max_items = int_at_least(exact_max_items, "exact_max_items", 0)
     return "store-index" if mining == "exact" and n_items > exact_max_items else mining
 
 
@@ -306,12 +300,7 @@ def fit_calibration(
         self-excluded queries themselves).
     """
     mining = resolve_mining(mining, exact_max_items, sum(counts.values()))
-    if (
-        isinstance(agreement_sample, bool)
-        or not isinstance(agreement_sample, (int, np.integer))
-        or agreement_sample < 0
-    ):
-        raise ValueError(f"agreement_sample must be an integer >= 0, got {agreement_sample!r}")
+    agreement_sample = int_at_least(agreement_sample, "agreement_sample", 0)
     k = max(1, min(BACKGROUND_RANKS, max(counts.values())))
     logger.info(
         "calibrating %s query modalities by %s mining over %s",
