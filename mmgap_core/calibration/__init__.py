@@ -9,9 +9,7 @@
 from __future__ import annotations
 
 from .fitting import (
-    DEFAULT_EXACT_MAX_ITEMS,
     QuerySet,
-    best_hit_scores,
     fit_calibration,
     query_best_hits,
     sample_query_sets,
@@ -30,13 +28,11 @@ from .record import (
 __all__ = [
     "CALIBRATION_FORMAT",
     "CALIBRATION_VERSION",
-    "DEFAULT_EXACT_MAX_ITEMS",
     "CalibrationFormatError",
     "CalibrationRecord",
     "NotCalibratedError",
     "Provenance",
     "QuerySet",
-    "best_hit_scores",
     "fit_calibration",
     "query_best_hits",
     "read_calibration_file",

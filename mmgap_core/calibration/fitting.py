@@ -34,7 +34,6 @@ from .store_index import (
     AGREEMENT_SAMPLE,
     MEANS_SAMPLE,
     QUERY_BATCH,
-    best_hit_scores,
     measure_agreement,
     query_best_hits,
     query_lists,
@@ -45,14 +44,12 @@ from .streaming import DEFAULT_MEMORY_BUDGET, mine_store_exact
 
 __all__ = [
     "AGREEMENT_SAMPLE",
-    "DEFAULT_EXACT_MAX_ITEMS",
     "DEFAULT_MEMORY_BUDGET",
     "MEANS_SAMPLE",
     "MINING_CHOICES",
     "QUERY_BATCH",
     "QuerySet",
     "StoreCorpus",
-    "best_hit_scores",
     "query_lists",
     "self_excluded_lists",
     "check_counts",
@@ -67,8 +64,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Deprecated: exact mining is streamed at any size. Kept for imports; not used as a default.
-DEFAULT_EXACT_MAX_ITEMS = 200_000
 #: Calibration lists hold each query's top this-many per modality (background scale fit).
 BACKGROUND_RANKS = 50
 #: ``mining=`` values: streamed exact mining, or the store's approximate index.

@@ -21,7 +21,6 @@ __all__ = [
     "AGREEMENT_SAMPLE",
     "MEANS_SAMPLE",
     "QUERY_BATCH",
-    "best_hit_scores",
     "measure_agreement",
     "query_best_hits",
     "query_lists",
@@ -72,29 +71,6 @@ def self_excluded_lists(
     return out
 
 
-def best_hit_scores(
-    hits: Mapping[str, ModalityHits], self_ids: Sequence[str] | None = None
-) -> dict[str, np.ndarray]:
-    """Each query's best score per modality, skipping the query's own id.
-
-    Parameters
-    ----------
-    hits : mapping of str to ModalityHits
-        A store's answer for ``Q`` queries, best first.
-    self_ids : sequence of str, optional
-        The store id each query is (``Q`` of them), excluded from its own hits.
-
-    Returns
-    -------
-    dict of str to numpy.ndarray
-        ``[Q]`` float64 per modality; NaN where a query has no other hit in that modality.
-    """
-    return {
-        m: np.where(np.isfinite(v[:, 0]), v[:, 0], np.nan)
-        for m, v in self_excluded_lists(hits, self_ids, 1).items()
-    }
-
-
 def query_lists(
     store: VectorStore,
     queries: np.ndarray,
@@ -128,11 +104,11 @@ def query_lists(
     from tqdm.auto import tqdm
 
     counts = store.counts()
+    want = {m: min(k + (self_ids is not None), c) for m, c in counts.items() if c > 0}
     parts: dict[str, list[np.ndarray]] = {}
     n = queries.shape[0]
     for s in tqdm(range(0, n, batch_size), desc="calibrating", disable=not progress):
         own = None if self_ids is None else self_ids[s : s + batch_size]
-        want = {m: min(k + (self_ids is not None), c) for m, c in counts.items() if c > 0}
         hits = store.query_per_modality(queries[s : s + batch_size], want)
         for m, lists in self_excluded_lists(hits, own, k).items():
             parts.setdefault(m, []).append(lists)
@@ -164,8 +140,7 @@ def query_best_hits(
     Returns
     -------
     dict of str to numpy.ndarray
-        ``[Q]`` float64 best score per modality, NaN where there is none (see
-        :func:`best_hit_scores`).
+        ``[Q]`` float64 best score per modality, NaN where there is none.
     """
     lists = query_lists(store, queries, self_ids, k=1, batch_size=batch_size, progress=progress)
     return {m: np.where(np.isfinite(v[:, 0]), v[:, 0], np.nan) for m, v in lists.items()}
