@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+_FLOAT32 = np.dtype(np.float32)
 
 
 def as_embeddings(
@@ -46,18 +52,23 @@ def as_embeddings(
     ValueError
         Naming ``name`` and the problem.
     """
-    try:
-        arr = np.asarray(x)
-    except Exception as exc:  # ragged lists and the like
-        raise ValueError(f"{name}: cannot be read as a 2-D array of numbers ({exc})") from exc
+    if type(x) is np.ndarray:  # no conversion to try (a search's query vector)
+        arr = x
+    else:
+        try:
+            arr = np.asarray(x)
+        except Exception as exc:  # ragged lists and the like
+            raise ValueError(f"{name}: cannot be read as a 2-D array of numbers ({exc})") from exc
     if allow_1d and arr.ndim == 1:
         arr = arr[None, :]
     if arr.ndim != 2:
         expected = "a vector [dim] or a 2-D array [n, dim]" if allow_1d else "a 2-D array [n, dim]"
         raise ValueError(f"{name}: expected {expected}, got shape {arr.shape}")
-    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
-        raise ValueError(f"{name}: expected numbers, got dtype {arr.dtype}")
-    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    # float32 and C-contiguous already (the usual query): nothing to check or convert.
+    if arr.dtype is not _FLOAT32 or not arr.flags.c_contiguous:
+        if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+            raise ValueError(f"{name}: expected numbers, got dtype {arr.dtype}")
+        arr = np.ascontiguousarray(arr, dtype=np.float32)
     if arr.shape[0] == 0 and not allow_empty:
         raise ValueError(f"{name}: is empty (0 rows)")
     if arr.shape[1] == 0:
@@ -72,7 +83,8 @@ def as_embeddings(
 def check_finite(arr: np.ndarray, name: str) -> None:
     """Raise ``ValueError`` naming the first rows of ``arr`` that hold NaN or inf."""
     # A float64 sum is one pass with no full-size temporary; NaN/inf anywhere makes it non-finite.
-    if arr.size and not np.isfinite(arr.sum(dtype=np.float64)):
+    # (np.add.reduce and math.isfinite: no Python-level numpy wrappers on a search's path.)
+    if arr.size and not math.isfinite(np.add.reduce(arr, axis=None, dtype=np.float64)):
         bad_rows = np.flatnonzero(~np.isfinite(arr).all(axis=tuple(range(1, arr.ndim))))
         if bad_rows.size:
             shown = ", ".join(str(i) for i in bad_rows[:5])
@@ -151,3 +163,13 @@ def int_at_least(value, name: str, minimum: int) -> int:
 def positive_int(value, name: str) -> int:
     """``value`` as a plain ``int`` if it is an integer >= 1 (``bool`` refused), else ValueError."""
     return int_at_least(value, name, 1)
+
+
+def check_query(text: str | None, image: Any) -> None:
+    """The query errors that need no model: neither or both given, an empty text, a missing file."""
+    if (text is None) == (image is None):
+        raise ValueError("give exactly one of text= or image=")
+    if text is not None and (not isinstance(text, str) or not text.strip()):
+        raise ValueError("empty query: give a non-empty text")
+    if isinstance(image, (str, os.PathLike)) and not Path(image).exists():
+        raise ValueError(f"query image not found: {image}")

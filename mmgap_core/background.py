@@ -53,6 +53,20 @@ def _order_scores(n_items: int, k: int) -> np.ndarray:
     return out
 
 
+@lru_cache(maxsize=256)
+def _offsets(scales: tuple[float, ...], sizes: tuple[int, ...], k: int, rows_each: int):
+    """``([R, 1] scales, [R, k] scale * a_r)`` of keys stacked ``rows_each`` rows apiece.
+
+    Read-only and cached per (scales, corpus sizes, k): a search reuses them.
+    """
+    scale_col = np.repeat(np.asarray(scales, dtype=np.float64), rows_each)[:, None]
+    rows = [s * _order_scores(n, k)[None, :] for s, n in zip(scales, sizes)]
+    offsets = np.repeat(np.concatenate(rows), rows_each, axis=0)
+    scale_col.setflags(write=False)
+    offsets.setflags(write=False)
+    return scale_col, offsets
+
+
 def normal_order_scores(n_items: int, k: int) -> np.ndarray:
     """Expected ``r``-th largest of ``n_items`` standard normal draws, for ``r = 1..k``.
 
@@ -90,13 +104,15 @@ def _checked_lists(scores, name: str) -> tuple[np.ndarray, np.ndarray | None]:
     if arr.ndim != 2:
         raise ValueError(f"{name}: expected best-first score lists [n_queries, k], got {arr.shape}")
     valid = np.isfinite(arr)
-    full = bool(valid.all())
+    # count_nonzero, not .all()/.any(): a search's lists are tiny, and a ufunc reduction's set-up
+    # costs more than the pass.
+    full = np.count_nonzero(valid) == valid.size
     if not full and (np.isnan(arr).any() or np.isposinf(arr).any()):
         raise ValueError(f"{name}: scores contain NaN or +inf")
     if arr.shape[1] > 1:
         # Padding only at the end of a row, and scores non-increasing (float noise tolerated).
         if full:
-            if ((arr[:, 1:] - arr[:, :-1]) > 1e-6).any():
+            if np.count_nonzero((arr[:, 1:] - arr[:, :-1]) > 1e-6):
                 raise ValueError(f"{name}: each row must be sorted best first (descending scores)")
         else:
             if (~valid[:, :-1] & valid[:, 1:]).any():
@@ -154,13 +170,13 @@ def background_location(lists: np.ndarray, scale: float, n_items: int) -> np.nda
     """
     valid = np.isfinite(lists)
     a = normal_order_scores(n_items, lists.shape[1])
-    return _location(lists, scale, a, None if valid.all() else valid)
+    return _location(lists, scale * a[None, :], None if valid.all() else valid)
 
 
-def _location(lists: np.ndarray, scale: float, a: np.ndarray, valid: np.ndarray | None):
-    """:func:`background_location` with the order scores ``a`` given; ``valid=None``: full rows."""
+def _location(lists: np.ndarray, offsets: np.ndarray, valid: np.ndarray | None):
+    """:func:`background_location` given ``scale * a_r`` (``[1 or Q, k]``); ``valid=None``: full."""
     q, k = lists.shape
-    resid = lists - scale * a[None, :]
+    resid = lists - offsets
     if valid is None or k == 0:
         # Every row is full (the usual case): one group of length k, no per-length loop.
         if k == 0:
@@ -182,13 +198,30 @@ def _location(lists: np.ndarray, scale: float, a: np.ndarray, valid: np.ndarray 
 
 
 def _row_median(x: np.ndarray) -> np.ndarray:
-    """``np.median(x, axis=1)`` of finite rows, bit for bit, without its generic overhead."""
+    """``np.median(x, axis=1)`` of finite rows, bit for bit, without its generic overhead.
+
+    ``x`` is a temporary of the caller's: it is partitioned in place.
+    """
     n = x.shape[1]
     half = n // 2
     if n % 2:
-        return np.partition(x, half, axis=1)[:, half] + 0.0  # + 0.0: np.median's -0.0 -> 0.0
-    part = np.partition(x, (half - 1, half), axis=1)
-    return np.mean(part[:, half - 1 : half + 1], axis=1)  # np.median's own mean of the middle two
+        x.partition(half, axis=1)
+        return x[:, half] + 0.0  # + 0.0: np.median's -0.0 -> 0.0
+    x.partition((half - 1, half), axis=1)
+    return np.mean(x[:, half - 1 : half + 1], axis=1)  # np.median's own mean of the middle two
+
+
+def _z_scores(arr: np.ndarray, valid, scale, offsets: np.ndarray) -> np.ndarray:
+    """Background z of best-first rows: ``(s - mu) / scale``, ``-inf`` where ``valid`` is False.
+
+    ``scale`` is a float or a ``[Q, 1]`` column, ``offsets`` is ``scale * a_r`` (``[1 or Q, k]``).
+    """
+    mu = _location(arr, offsets, valid)
+    if valid is None:  # full rows: every score and location is finite
+        return (arr - mu[:, None]) / scale
+    with np.errstate(invalid="ignore"):
+        z = (arr - mu[:, None]) / scale
+    return np.where(valid, z, -np.inf)
 
 
 class BackgroundScale:
@@ -352,12 +385,7 @@ class BackgroundScale:
             n_items = self.corpus_sizes_.get(candidate_modality)
         n = positive_int(n_items, f"corpus size of {candidate_modality!r}")
         n = max(n, arr.shape[1])
-        mu = _location(arr, sigma, _order_scores(n, arr.shape[1]), valid)
-        if valid is None:  # full rows: every score and location is finite
-            return (arr - mu[:, None]) / sigma
-        with np.errstate(invalid="ignore"):
-            z = (arr - mu[:, None]) / sigma
-        return np.where(valid, z, -np.inf)
+        return _z_scores(arr, valid, sigma, _offsets((sigma,), (n,), arr.shape[1], 1)[1])
 
     # ------------------------------------------------------------------ persistence
     def to_dict(self) -> dict:

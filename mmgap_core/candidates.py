@@ -17,7 +17,28 @@ if TYPE_CHECKING:  # pragma: no cover
     from .mining import ModalityTopK
     from .store.base import ModalityHits
 
-__all__ = ["CandidateBatch", "ModalityCandidates"]
+__all__ = ["CandidateBatch", "ModalityCandidates", "full_ids"]
+
+# Shared id tables of full rows, by shape (small shapes only: a search's lists).
+_FULL_IDS: dict[tuple[int, int], np.ndarray] = {}
+_FULL_IDS_MAX_SIZE = 1 << 16
+
+
+def full_ids(n_queries: int, k: int) -> np.ndarray:
+    """``[Q, k]`` int64 ids ``0..k-1`` in every row: the ids of full candidate rows.
+
+    The table is read-only and, for small shapes, shared: lists holding it are known to be full
+    (:attr:`ModalityCandidates.is_full`) without a pass over their ids.
+    """
+    ids = _FULL_IDS.get((n_queries, k))
+    if ids is None:
+        ids = np.tile(np.arange(k, dtype=np.int64), (n_queries, 1))
+        ids.setflags(write=False)
+        if n_queries * k <= _FULL_IDS_MAX_SIZE:
+            if len(_FULL_IDS) >= 64:  # bounded: a process sees a few shapes
+                _FULL_IDS.clear()
+            _FULL_IDS[(n_queries, k)] = ids
+    return ids
 
 
 @dataclass
@@ -42,7 +63,8 @@ class ModalityCandidates:
             raise ValueError(
                 f"candidate ids {self.ids.shape} and scores {self.scores.shape} must both be [Q, k]"
             )
-        if not np.isfinite(self.scores).all():  # one pass when every score is finite
+        # One pass when every score is finite (count_nonzero: cheaper than a ufunc reduction).
+        if np.count_nonzero(np.isfinite(self.scores)) != self.scores.size:
             if not np.isfinite(self.scores[self.ids >= 0]).all():
                 raise ValueError("candidate scores contain NaN or inf")
 
@@ -50,6 +72,17 @@ class ModalityCandidates:
     def valid(self) -> np.ndarray:
         """``[Q, k]`` bool: where a real candidate is."""
         return self.ids >= 0
+
+    @property
+    def ids_are_ranks(self) -> bool:
+        """Whether the ids are the shared table of :func:`full_ids`: id ``j`` is list rank ``j``."""
+        return _FULL_IDS.get(self.ids.shape) is self.ids
+
+    @property
+    def is_full(self) -> bool:
+        """Whether every entry is a real candidate (no -1 padding)."""
+        # The shared table of full rows needs no pass over the ids (a search's lists).
+        return self.ids_are_ranks or bool((self.ids >= 0).all())
 
 
 @dataclass
@@ -165,14 +198,14 @@ class CandidateBatch:
         """
         lists, emb = {}, {}
         for m, h in hits.items():
-            k = h.k
-            if all(len(r) == k for r in h.ids):  # full rows (the usual case): no masking
-                ids = np.tile(np.arange(k, dtype=np.int64), (len(h.ids), 1))
+            k = h.scores.shape[1]
+            lengths = [len(r) for r in h.ids]
+            if lengths.count(k) == len(lengths):  # full rows (the usual case): no masking
+                ids = full_ids(len(lengths), k)
                 scores = h.scores.astype(np.float64)
             else:
                 cols = np.arange(k)
-                lengths = np.fromiter((len(r) for r in h.ids), dtype=np.int64, count=len(h.ids))
-                ids = np.where(cols[None, :] < lengths[:, None], cols[None, :], -1)
+                ids = np.where(cols[None, :] < np.array(lengths)[:, None], cols[None, :], -1)
                 scores = np.where(ids >= 0, h.scores[:, :k], 0.0)
             lists[m] = ModalityCandidates(ids, scores)
             emb[m] = h.embeddings

@@ -9,7 +9,7 @@ open_clip encoders (:func:`open_engine` is re-exported here).
 from __future__ import annotations
 
 import logging
-import os
+import operator
 import threading
 import time
 import warnings
@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ._validation import as_embeddings, positive_int
+from ._validation import as_embeddings, check_query, positive_int
 from .calibration.fitting import (
     resolve_mining,
     self_excluded_lists,
@@ -115,6 +115,7 @@ class RetrievalEngine:
         self._counts_cache: tuple[dict[str, int], float, int] | None = None
         self._writes = 0
         self._last_growth_warning: list[str] = []
+        self._fuser_cache: tuple | None = None  # (what _fuser built it from, fusion method)
         data = self.store.load_calibration()
         if data is not None:
             self._set_calibration(CalibrationRecord.from_dict(data))
@@ -294,7 +295,7 @@ class RetrievalEngine:
     # ------------------------------------------------------------------ search
     def embed_query(self, text: str | None = None, image=None) -> tuple[np.ndarray, str]:
         """(query vector, query modality) from exactly one of ``text`` and ``image``."""
-        _check_query(text, image)
+        check_query(text, image)
         encoder = self._require_encoder("searching by text or image")
         if text is not None:
             return encoder.embed_query_text(text), "text"
@@ -325,17 +326,17 @@ class RetrievalEngine:
         -------
         SearchResult
         """
-        k = positive_int(k, "k")
-        if k_per_modality is not None:
+        if type(k) is not int or k < 1:  # a plain positive int needs no conversion
+            k = positive_int(k, "k")
+        if k_per_modality is not None and (type(k_per_modality) is not int or k_per_modality < 1):
             k_per_modality = positive_int(k_per_modality, "k_per_modality")
         kpm = k_per_modality or max(k, DEFAULT_K_PER_MODALITY)
-        if embedding is not None and (text is not None or image is not None):
-            raise ValueError("give either embedding= or text=/image=, not both")
-        if embedding is None:
-            _check_query(text, image)
         if embedding is not None:
+            if text is not None or image is not None:
+                raise ValueError("give either embedding= or text=/image=, not both")
             qmod = query_modality or "text"
         else:
+            check_query(text, image)
             qmod = "image" if text is None and image is not None else "text"
         # Everything that needs no model is checked before the query is embedded.
         method_cls = method_class(method)
@@ -446,13 +447,21 @@ class RetrievalEngine:
                 "after calibration): run `mmgap calibrate` (or engine.calibrate()) again, or pass "
                 "auto_recalibrate=True"
             )
-        return make_method(
-            method,
-            standardizer=record.standardizer if record is not None else None,
-            center_means=record.center_means if cls.needs_center_means else None,
-            background_scale=record.background if record is not None else None,
-            corpus_sizes=counts,
+        std = record.standardizer if record is not None else None
+        bg = record.background if record is not None else None
+        means = record.center_means if cls.needs_center_means else None
+        # A method reads no more than these objects and whether they are fitted: one built from
+        # the same ones is reused (a search then builds nothing).
+        fitted = (std is not None and std.is_fitted, bg is not None and bg.is_fitted)
+        key = (method, std, bg, means, counts, *fitted)
+        cached = self._fuser_cache
+        if cached is not None and all(map(operator.is_, cached[0], key)):
+            return cached[1]
+        fuser = make_method(
+            method, standardizer=std, center_means=means, background_scale=bg, corpus_sizes=counts
         )
+        self._fuser_cache = (key, fuser)
+        return fuser
 
     def _online_update(
         self, hits: dict[str, ModalityHits], qmod: str, counts: Mapping[str, int]
@@ -485,13 +494,3 @@ class RetrievalEngine:
         raw = self.search(text, image, k=k, method="raw", **kw)
         cal = self.search(text, image, k=k, method=method, **kw)
         return raw, cal
-
-
-def _check_query(text: str | None, image: Any) -> None:
-    """The query errors that need no model: neither or both given, an empty text, a missing file."""
-    if (text is None) == (image is None):
-        raise ValueError("give exactly one of text= or image=")
-    if text is not None and (not isinstance(text, str) or not text.strip()):
-        raise ValueError("empty query: give a non-empty text")
-    if isinstance(image, (str, os.PathLike)) and not Path(image).exists():
-        raise ValueError(f"query image not found: {image}")

@@ -86,6 +86,14 @@ def _layout(widths: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     return codes, within
 
 
+@lru_cache(maxsize=64)
+def _row_index(n_q: int) -> np.ndarray:
+    """``[Q, 1]`` row numbers, to pick one column per row (read-only)."""
+    rows = np.arange(n_q)[:, None]
+    rows.setflags(write=False)
+    return rows
+
+
 def merge_scored(
     batch: CandidateBatch, scores: Mapping[str, np.ndarray], k: int | None
 ) -> FusedRanking:
@@ -107,30 +115,36 @@ def merge_scored(
     -------
     FusedRanking
     """
-    if k is not None:
+    if k is not None and (type(k) is not int or k < 1):
         k = positive_int(k, "k")
     mods = batch.modalities
     lists = [batch.lists[m] for m in mods]
-    ids = np.concatenate([c.ids for c in lists], axis=1)
-    full = bool((ids >= 0).all())  # no padding: the scores need no masking
-    sc = np.concatenate(
-        [
-            scores[m] if full else np.where(c.ids >= 0, scores[m], -np.inf)
-            for m, c in zip(mods, lists)
-        ],
-        axis=1,
-    ).astype(np.float64, copy=False)
-    codes, within = _layout(tuple(c.ids.shape[1] for c in lists))
-    n_q, total = ids.shape
+    widths = []
+    ranks = True  # ids that are list ranks (a search's lists) need no gathering
+    for c in lists:
+        widths.append(c.ids.shape[1])
+        ranks = ranks and c.ids_are_ranks
+    codes, within = _layout(tuple(widths))
+    full = ranks or all(c.is_full for c in lists)  # no padding: no masking
+    ids = None if ranks else np.concatenate([c.ids for c in lists], axis=1)
+    if full:
+        sc = np.concatenate([scores[m] for m in mods], axis=1)
+    else:
+        sc = np.concatenate(
+            [np.where(c.ids >= 0, scores[m], -np.inf) for m, c in zip(mods, lists)], axis=1
+        )
+    sc = sc.astype(np.float64, copy=False)
+    n_q, total = sc.shape
     k = total if k is None else min(k, total)
     # Sorting by score alone gives the rule's order unless two modalities tie exactly on a real
     # score (ties within one modality already follow the list rank: the sort is stable, and each
     # list's columns are in rank order). Only rows with such a tie pay for the coin.
-    order = np.argsort(-sc, axis=1, kind="stable")
-    rows = np.arange(n_q)[:, None]
-    s_sorted = sc[rows, order]
+    neg = -sc
+    order = neg.argsort(axis=1, kind="stable")
+    neg.sort(axis=1, kind="stable")  # the scores in that order (equal ones are interchangeable)
+    s_sorted = -neg
     equal = s_sorted[:, 1:] == s_sorted[:, :-1]
-    if equal.any():
+    if np.count_nonzero(equal):  # count_nonzero: cheaper than .any() on a search's tiny rows
         cross = codes[order[:, 1:]] != codes[order[:, :-1]]
         tied = np.flatnonzero((equal & cross & np.isfinite(s_sorted[:, 1:])).any(axis=1))
         if tied.size:
@@ -140,13 +154,16 @@ def merge_scored(
             coin = tie_break_keys(raw, mods)[:, codes]
             within_b = np.broadcast_to(within, coin.shape)
             order[tied] = np.lexsort((coin, within_b, -sc[tied]), axis=1)
+            s_sorted = sc[_row_index(n_q), order]
     order = order[:, :k]
-    out_ids = ids[rows, order]
-    out_sc = sc[rows, order]
+    out_sc = s_sorted[:, :k]
+    out_ids = within[order] if ranks else ids[_row_index(n_q), order]
     out_codes = codes[order]
-    pad = ~np.isfinite(out_sc) | (out_ids < 0)
-    if pad.any():
-        out_ids[pad], out_sc[pad], out_codes[pad] = -1, -np.inf, -1
+    finite = np.isfinite(out_sc)
+    if not (full and np.count_nonzero(finite) == finite.size):
+        pad = ~finite if full else ~finite | (out_ids < 0)
+        if pad.any():
+            out_ids[pad], out_sc[pad], out_codes[pad] = -1, -np.inf, -1
     return FusedRanking(out_ids, out_sc, out_codes, list(mods))
 
 

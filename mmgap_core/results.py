@@ -115,31 +115,25 @@ class SearchResult:
         -------
         SearchResult
         """
-        raw = {m: h.scores[0].tolist() for m, h in hits.items()}
+        # Each modality's first row as plain Python values: iterating numpy scalars costs more
+        # than the fusion itself here.
+        rows = {
+            m: (h.ids[0], h.scores[0].tolist(), h.documents[0], h.uris[0], h.metadatas[0])
+            for m, h in hits.items()
+        }
+        mods = fused.modalities
         out = []
-        # Plain Python values: iterating numpy scalars costs more than the fusion itself here.
-        rows = zip(
+        ranked = zip(
             fused.ids[0].tolist(), fused.scores[0].tolist(), fused.modality_codes[0].tolist()
         )
-        for rank, (pos, score, code) in enumerate(rows, 1):
+        for rank, (pos, score, code) in enumerate(ranked, 1):
             if pos < 0:
                 break
-            m = fused.modalities[code]
-            h = hits[m]
-            meta = dict(h.metadatas[0][pos] or {})
+            m = mods[code]
+            ids, raw, docs, uris, metas = rows[m]
+            meta = dict(metas[pos] or {})
             meta.pop(BATCH_KEY, None)
-            out.append(
-                Hit(
-                    id=h.ids[0][pos],
-                    modality=m,
-                    score=score,
-                    raw_score=raw[m][pos],
-                    rank=rank,
-                    text=h.documents[0][pos],
-                    uri=h.uris[0][pos],
-                    metadata=meta,
-                )
-            )
+            out.append(Hit(ids[pos], m, score, raw[pos], rank, docs[pos], uris[pos], meta))
         return cls(out, method, query_modality, warnings)
 
     def __iter__(self) -> Iterator[Hit]:

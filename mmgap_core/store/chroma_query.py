@@ -3,10 +3,14 @@
 A modality is read from one or more :class:`Source` s: a collection plus the filter that selects
 the modality's items in it. mmgap's own layout has exactly one whole cosine collection per
 modality, which takes the fast path: Chroma already returns the hits best first, so scores are
-``1 - distance`` in one vectorised step and nothing is re-sorted. Other shapes (several sources,
-non-cosine spaces, foreign documents) are merged and re-ranked by exact cosine similarity.
+``1 - distance`` (one numpy conversion per modality) and nothing is re-sorted. Other shapes
+(several sources, non-cosine spaces, foreign documents) are merged and re-ranked by exact cosine
+similarity.
 
-:func:`run_per_modality` runs one call per modality on a long-lived thread pool.
+:func:`query_sources` is :func:`fetch_rows` (the Chroma calls and plain-Python rows) then
+:func:`hits_from_rows` (the arrays); :meth:`StoreReader.query_per_modality` runs the first in each
+modality's thread and the second in the calling thread. :func:`run_per_modality` runs one call per
+modality on a long-lived thread pool.
 """
 
 from __future__ import annotations
@@ -22,7 +26,14 @@ import numpy as np
 
 from mmgap_core.store.base import ModalityHits
 
-__all__ = ["Describe", "Source", "query_sources", "run_per_modality"]
+__all__ = [
+    "Describe",
+    "Source",
+    "fetch_rows",
+    "hits_from_rows",
+    "query_sources",
+    "run_per_modality",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -86,8 +97,9 @@ class Source:
         return self.where is None and self.where_document is None and self.ids is None
 
 
-# One query row of one source: ids, float64 cosine scores, documents, uris, metadatas, embeddings.
-_Row = tuple[list, np.ndarray, list, list, list, np.ndarray | None]
+# One query row of one source: ids, cosine scores (floats, best first), documents, uris, metadatas,
+# embeddings.
+_Row = tuple[list, Sequence[float], list, list, list, np.ndarray | None]
 
 
 def _query_one(
@@ -129,7 +141,8 @@ def _query_one(
         if n and emb_rows is not None:
             embs = np.asarray(emb_rows[qi], dtype=np.float32).reshape(n, -1)
         if cosine:
-            scores = 1.0 - np.asarray(dist_rows[qi], dtype=np.float64)
+            # Plain floats: a search's hits need no numpy call until the [Q, k] score matrix.
+            scores = [1.0 - d for d in dist_rows[qi]]
         elif n:
             norms = np.linalg.norm(embs, axis=1).astype(np.float64)
             dots = embs.astype(np.float64) @ sent[qi].astype(np.float64)
@@ -147,7 +160,7 @@ def _query_one(
 def _merge(parts: list[_Row], k: int) -> _Row:
     """One query row from several sources: all hits re-ranked by score (stable), top ``k``."""
     ids = [i for p in parts for i in p[0]]
-    scores = np.concatenate([p[1] for p in parts])
+    scores = np.concatenate([np.asarray(p[1], dtype=np.float64) for p in parts])
     order = np.argsort(-scores, kind="stable")[:k].tolist()
     docs = [d for p in parts for d in p[2]]
     uris = [u for p in parts for u in p[3]]
@@ -197,23 +210,59 @@ def query_sources(
     ModalityHits
         Rows best first; short rows are padded with ``-inf`` scores (and zero embeddings).
     """
-    n_q, dim = q.shape
+    rows = fetch_rows(sources, q, k, where=where, include_embeddings=include_embeddings)
+    return hits_from_rows(modality, rows, q.shape, k, include_embeddings)
+
+
+def fetch_rows(
+    sources: Sequence[Source],
+    q: np.ndarray,
+    k: int,
+    *,
+    where: Mapping[str, Any] | None = None,
+    include_embeddings: bool = False,
+) -> list[_Row] | None:
+    """The Chroma side of :func:`query_sources`: each query row's hits, best first.
+
+    ``None`` when there is nothing to query (no live source, or no query row). The rows become
+    :class:`ModalityHits` with :func:`hits_from_rows`.
+    """
     live = [s for s in sources if s.ids is None or s.ids]
-    if not live or n_q == 0:
-        return ModalityHits.empty(modality, n_q, k, dim if include_embeddings else None)
+    if not live or q.shape[0] == 0:
+        return None
     parts = [_query_one(src, q, k, where, include_embeddings) for src in live]
     if len(parts) == 1 and live[0].space == "cosine":
-        rows = parts[0]  # Chroma's order is already best first
+        return parts[0]  # Chroma's order is already best first
+    return [_merge([p[qi] for p in parts], k) for qi in range(q.shape[0])]
+
+
+def hits_from_rows(
+    modality: str,
+    rows: list[_Row] | None,
+    shape: tuple[int, int],
+    k: int,
+    include_embeddings: bool = False,
+) -> ModalityHits:
+    """:func:`fetch_rows`' rows as :class:`ModalityHits` (``shape``: the query matrix's).
+
+    :meth:`StoreReader.query_per_modality` calls it in the calling thread once every modality's
+    rows are in, so the per-modality threads make no numpy call after their query.
+    """
+    n_q, dim = shape
+    if rows is None:
+        return ModalityHits.empty(modality, n_q, k, dim if include_embeddings else None)
+    if all(len(row[0]) == k for row in rows):  # full rows (the usual case): one conversion
+        scores = np.array([row[1] for row in rows], dtype=np.float32)
     else:
-        rows = [_merge([p[qi] for p in parts], k) for qi in range(n_q)]
-    scores = np.full((n_q, k), -np.inf, dtype=np.float32)
+        scores = np.full((n_q, k), -np.inf, dtype=np.float32)
+        for qi, row in enumerate(rows):
+            if row[0]:
+                scores[qi, : len(row[0])] = row[1]
     embeddings = np.zeros((n_q, k, dim), dtype=np.float32) if include_embeddings else None
-    for qi, row in enumerate(rows):
-        n = len(row[0])
-        if n:
-            scores[qi, :n] = row[1]
-            if embeddings is not None and row[5] is not None:
-                embeddings[qi, :n] = row[5]
+    if embeddings is not None:
+        for qi, row in enumerate(rows):
+            if row[0] and row[5] is not None:
+                embeddings[qi, : len(row[0])] = row[5]
     return ModalityHits(
         modality=modality,
         ids=[r[0] for r in rows],

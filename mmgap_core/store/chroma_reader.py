@@ -15,7 +15,13 @@ import numpy as np
 from mmgap_core._validation import as_embeddings, positive_int
 from mmgap_core.store.base import ModalityHits
 from mmgap_core.store.chroma_client import unavailable_guard
-from mmgap_core.store.chroma_query import Source, query_sources, run_per_modality
+from mmgap_core.store.chroma_query import (
+    Source,
+    fetch_rows,
+    hits_from_rows,
+    query_sources,
+    run_per_modality,
+)
 
 __all__ = ["StoreReader"]
 
@@ -168,30 +174,34 @@ class StoreReader:
         dict of str to ModalityHits
             In the order of the modalities queried.
         """
-        if modalities is None:
-            if isinstance(k_per_modality, Mapping):
-                mods = list(k_per_modality)
-            else:
-                mods = self.modalities()
-        else:
+        per = isinstance(k_per_modality, Mapping)
+        if modalities is not None:
             mods = list(modalities)
+        else:
+            mods = list(k_per_modality) if per else self.modalities()
         self._check_known(mods)
-        if isinstance(k_per_modality, Mapping):
+        if per:
             missing = [m for m in mods if m not in k_per_modality]
             if missing:
                 raise ValueError(f"k_per_modality has no k for modalities {missing}")
-            ks = {m: positive_int(k_per_modality[m], f"k_per_modality[{m!r}]") for m in mods}
+            ks = {}
+            for m in mods:
+                k = k_per_modality[m]
+                # A plain positive int needs no conversion (nor a name for the error).
+                ks[m] = k if type(k) is int and k > 0 else positive_int(k, f"k_per_modality[{m!r}]")
         else:
-            k = positive_int(k_per_modality, "k_per_modality")
-            ks = dict.fromkeys(mods, k)
+            ks = dict.fromkeys(mods, positive_int(k_per_modality, "k_per_modality"))
         q = self._query_matrix(embeddings)
 
-        def one(m: str) -> ModalityHits:
-            return query_sources(
-                m, self._sources(m), q, ks[m], where=where, include_embeddings=include_embeddings
+        def one(m: str) -> list | None:
+            return fetch_rows(
+                self._sources(m), q, ks[m], where=where, include_embeddings=include_embeddings
             )
 
-        return run_per_modality(one, mods)
+        # The hits are built here, not in each modality's thread: the thread whose query ends
+        # last then goes straight back to the caller.
+        rows = run_per_modality(one, mods)
+        return {m: hits_from_rows(m, rows[m], q.shape, ks[m], include_embeddings) for m in mods}
 
     @unavailable_guard
     def iter_embeddings(

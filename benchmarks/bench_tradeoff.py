@@ -1,0 +1,206 @@
+"""The same-modal trade-off: does a constant favouring the query's own modality meet both bounds?
+
+The default method misses the issue-9 bound only on same-modal queries, against ``center``
+(``bench_quality.py``). This script adds a constant ``b`` to the default's scores of every
+candidate in the query's own modality (``b > 0`` favours same-modal items) and reruns the bound
+check of ``bench_quality.py`` for each ``b``, on the same sets (the two COCO sets and every
+simulator profile at ``--seeds`` seeds) and against the same baselines: how many cross-modal and
+same-modal checks it misses, and a per-set table of cross / same R@10 of the shifted default next
+to the best baseline's.
+
+The shifted default is fitted as ``evaluate_embeddings`` fits it (transductive calibration on
+each set's own queries, ``--pool`` candidates per modality), then its per-modality scores are
+shifted and merged with ``merge_scored``. Self-check: at ``b = 0`` every number must equal
+``bench_quality.py``'s ``background-z`` to 1e-9, or the script stops.
+
+Run from the repository root::
+
+    .venv/bin/python benchmarks/bench_tradeoff.py [--shifts=-0.1,0,0.1,0.2,0.3,0.5] [--seeds 3]
+        [--pool 50] [--json OUT.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench_quality import (  # noqa: E402
+    BASELINES,
+    METRICS,
+    EvalSet,
+    bound_checks,
+    bound_failures,
+    coco_sets,
+    evaluate_set,
+    simulator_sets,
+)
+from mmgap_core.background import BackgroundScale  # noqa: E402
+from mmgap_core.candidates import CandidateBatch  # noqa: E402
+from mmgap_core.evaluation import BACKGROUND_RANKS  # noqa: E402
+from mmgap_core.fusion import DEFAULT_METHOD, FusionMethod, make_method  # noqa: E402
+from mmgap_core.jsonio import write_json  # noqa: E402
+from mmgap_core.metrics import Qrels, evaluate_ranking  # noqa: E402
+from mmgap_core.mining import topk_per_modality  # noqa: E402
+from mmgap_core.simulator import PROFILES  # noqa: E402
+from mmgap_core.stats import ModalityStandardizer  # noqa: E402
+
+SHIFTED = "shifted-default"
+
+
+class OwnModalityShift(FusionMethod):
+    """A fitted fusion method with ``shift`` added to the scores of the query's own modality."""
+
+    def __init__(self, inner: FusionMethod, shift: float):
+        self.inner, self.shift = inner, float(shift)
+        self.name = f"{inner.name}{shift:+g}"
+
+    def score(self, batch):
+        out = dict(self.inner.score(batch))
+        if batch.query_modality in out:
+            out[batch.query_modality] = out[batch.query_modality] + self.shift
+        return out
+
+
+def fit_default(s: EvalSet, pool: int) -> tuple[FusionMethod, CandidateBatch]:
+    """The default method fitted as ``evaluate_candidates`` fits it, and the set's candidates.
+
+    The pool is capped at the smallest modality's size, as in ``evaluate_set``.
+    """
+    sizes = {str(m): int(n) for m, n in zip(*np.unique(s.labels, return_counts=True))}
+    retrieved = topk_per_modality(s.queries, s.corpus, s.labels, min(pool, min(sizes.values())))
+    mods = list(retrieved.modalities)
+    # Transductive calibration: each query's top-1 per modality, and its lists up to rank K.
+    top1 = retrieved.scores[:, :, 0]
+    valid = np.isfinite(top1)
+    top1_labels = np.broadcast_to(np.asarray(mods)[None, :], top1.shape)
+    dim = s.corpus.shape[1]
+    std = ModalityStandardizer(dim=dim).fit(top1[valid], top1_labels[valid], s.query_modality)
+    cal = {m: retrieved.scores[:, j, :BACKGROUND_RANKS] for j, m in enumerate(mods)}
+    scale = BackgroundScale(dim=dim).fit(cal, s.query_modality, sizes)
+    method = make_method(
+        DEFAULT_METHOD, standardizer=std, background_scale=scale, corpus_sizes=sizes
+    )
+    return method, CandidateBatch.from_topk(retrieved, s.query_modality)
+
+
+def score_parts(s: EvalSet, fuser: FusionMethod, batch: CandidateBatch) -> dict:
+    """``{"cross"|"same": {metric: value}}`` of one method, as ``evaluate_set`` reports them."""
+    fused = fuser.fuse(batch, 10)
+    rows = evaluate_ranking(
+        fused.ids, fused.modality_labels(), Qrels(s.qrels, s.queries.shape[0]), s.labels, (1, 10)
+    )
+    out: dict = {"cross": {}, "same": {}}
+    for row in rows:
+        if row["subset"] in ("all", "mixed") or row["metric"] not in METRICS:
+            continue
+        out["same" if row["subset"] == s.query_modality else "cross"][row["metric"]] = row["value"]
+    return out
+
+
+def self_check(name: str, mine: dict, ref: dict) -> None:
+    """Stop unless the unshifted default reproduces ``bench_quality``'s numbers exactly."""
+    for part in ("cross", "same"):
+        if mine[part].keys() != ref[part].keys():
+            raise SystemExit(f"self-check: {name} {part}: metrics {mine[part]} vs {ref[part]}")
+        for metric, value in ref[part].items():
+            if not abs(mine[part][metric] - value) <= 1e-9:
+                raise SystemExit(f"self-check: {name} {part} {metric} {mine[part][metric]} {value}")
+
+
+def only(res: dict, part: str) -> dict:
+    """``res`` with the other part's queries hidden, so the bound functions check ``part`` alone."""
+    return {**res, "_n": {p: res["_n"][p] if p == part else 0 for p in ("cross", "same")}}
+
+
+def best_r10(res: dict, part: str) -> float | None:
+    names = BASELINES if part == "cross" else [b for b in BASELINES if b != "raw"]
+    values = [res[b][part].get("recall@10") for b in names]
+    return max(values) if res["_n"][part] else None
+
+
+def cell(cross, same, mark: str = "") -> str:
+    return f"{cross:.2f}/" + ("-" if same is None else f"{same:.2f}") + (f" {mark}" if mark else "")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--shifts", default="-0.1,0,0.1,0.2,0.3,0.5", help="comma-separated b values")
+    ap.add_argument("--seeds", type=int, default=3, help="simulator seeds per profile")
+    ap.add_argument("--pool", type=int, default=50, help="candidates per modality (k_per_modality)")
+    ap.add_argument("--json", metavar="OUT.json", help="also write every number as JSON")
+    args = ap.parse_args(argv)
+    shifts = [float(b) for b in args.shifts.split(",") if b.strip()]
+
+    t0 = time.perf_counter()
+    sets = coco_sets() + simulator_sets(list(PROFILES), args.seeds)
+    base, shifted = {}, {b: {} for b in shifts}
+    for s in sets:
+        base[s.name] = evaluate_set(s, [*BASELINES, DEFAULT_METHOD], args.pool)
+        method, batch = fit_default(s, args.pool)
+        self_check(
+            s.name,
+            score_parts(s, OwnModalityShift(method, 0.0), batch),
+            base[s.name][DEFAULT_METHOD],
+        )
+        for b in shifts:
+            shifted[b][s.name] = score_parts(s, OwnModalityShift(method, b), batch)
+    print(
+        f"self-check: at b=0 the shifted default matched bench_quality's {DEFAULT_METHOD!r} on "
+        f"all {len(sets)} sets (every metric, to 1e-9)"
+    )
+
+    checks = {p: sum(bound_checks(only(base[n], p)) for n in base) for p in ("cross", "same")}
+    summary, marks = {}, {}
+    for b in shifts:
+        fails = {"cross": [], "same": []}
+        for name, res in base.items():
+            res = {**res, SHIFTED: shifted[b][name]}
+            marks[b, name] = ""
+            for part in fails:
+                new = bound_failures(name, only(res, part), SHIFTED)
+                fails[part] += new
+                marks[b, name] += part[0] if new else ""
+        summary[b] = {"missed": {p: len(f) for p, f in fails.items()}, "checks": checks}
+        summary[b]["failures"] = fails["cross"] + fails["same"]
+
+    total = checks["cross"] + checks["same"]
+    print(f"\n{DEFAULT_METHOD} + b on the query's own modality: missed checks (pool {args.pool})")
+    print(f"  {'b':>6}  {'cross-modal':>12}  {'same-modal':>12}  {'all':>8}")
+    for b, r in summary.items():
+        c, sm = r["missed"]["cross"], r["missed"]["same"]
+        cross, same = f"{c} / {checks['cross']}", f"{sm} / {checks['same']}"
+        print(f"  {b:>6g}  {cross:>12}  {same:>12}  {f'{c + sm} / {total}':>8}")
+
+    print("\nR@10 cross / same of the shifted default (c, s: misses a cross / same-modal check)")
+    head = f"  {'set':<32}{'best baseline':>14}" + "".join(f"{f'b={b:g}':>14}" for b in shifts)
+    print(head)
+    for name, res in base.items():
+        line = f"  {name:<32}{cell(best_r10(res, 'cross'), best_r10(res, 'same')):>14}"
+        for b in shifts:
+            r = shifted[b][name]
+            same = r["same"].get("recall@10") if res["_n"]["same"] else None
+            line += f"{cell(r['cross']['recall@10'], same, marks[b, name]):>14}"
+        print(line)
+    print(f"\n({time.perf_counter() - t0:.0f} s)")
+    if args.json:
+        out = {
+            "default_method": DEFAULT_METHOD,
+            "pool": args.pool,
+            "seeds": args.seeds,
+            "baselines": base,
+            "shifts": {f"{b:g}": {**summary[b], "results": shifted[b]} for b in shifts},
+        }
+        write_json(args.json, out)
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
