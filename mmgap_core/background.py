@@ -387,6 +387,38 @@ class BackgroundScale:
         n = max(n, arr.shape[1])
         return _z_scores(arr, valid, sigma, _offsets((sigma,), (n,), arr.shape[1], 1)[1])
 
+    def transform_full(
+        self, lists: Mapping[str, np.ndarray], query_modality: str, n_items: Mapping[str, int]
+    ) -> dict[str, np.ndarray] | None:
+        """:meth:`transform` of several full ``[Q, k]`` lists at once, bit for bit.
+
+        A search's lists cost one set of numpy calls, not one per modality. ``None`` where that
+        does not apply (lists of different shapes, a key with no fitted scale, a corpus size that
+        is not a positive int, padding, NaN or unsorted rows): :meth:`transform` then handles
+        each list, errors and warnings included.
+        """
+        arrs = list(lists.values())
+        shape = arrs[0].shape
+        scales, ns = [], []
+        for m, a in lists.items():
+            n = n_items.get(m)
+            n = self.corpus_sizes_.get(m) if n is None else n
+            fitted = (query_modality, m) in self.count_
+            if a.shape != shape or not fitted or type(n) is not int or n < 1 or not shape[0]:
+                return None
+            scales.append(self.scale(m, query_modality))
+            ns.append(max(n, shape[1]))
+        try:
+            arr, valid = _checked_lists(np.concatenate(arrs), "candidates")
+        except ValueError:
+            return None
+        if valid is not None:
+            return None
+        n_q, k = shape
+        scale_col, offsets = _offsets(tuple(scales), tuple(ns), k, n_q)
+        z = _z_scores(arr, None, scale_col, offsets)
+        return {m: z[i * n_q : (i + 1) * n_q] for i, m in enumerate(lists)}
+
     # ------------------------------------------------------------------ persistence
     def to_dict(self) -> dict:
         """JSON-ready dict: format, version, model, and per-key count, log-sum and scale."""

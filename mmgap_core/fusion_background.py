@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .background import BackgroundScale, _checked_lists, _offsets, _z_scores
+from .background import BackgroundScale
 from .candidates import CandidateBatch
 from .fusion_base import FusionMethod
 from .stats import ModalityStandardizer
@@ -72,7 +72,7 @@ class BackgroundZFusion(FusionMethod):
                 break
             scores[m] = c.scores
         else:  # no padding and no short list (a search's lists): nothing to mask or fall back on
-            out = _stacked_z(self.scale, scores, batch.query_modality, self.corpus_sizes)
+            out = self.scale.transform_full(scores, batch.query_modality, self.corpus_sizes)
             if out is not None:
                 return out
         out = {}
@@ -88,38 +88,3 @@ class BackgroundZFusion(FusionMethod):
                 z = self.standardizer.transform(c.scores[short], m, batch.query_modality)
                 out[m][short] = np.where(c.valid[short], z, -np.inf)
         return out
-
-
-def _stacked_z(
-    scale: BackgroundScale, lists: dict[str, np.ndarray], query_modality: str, sizes
-) -> dict[str, np.ndarray] | None:
-    """What :meth:`BackgroundScale.transform` gives each full ``[Q, k]`` list, bit for bit, in one
-    pass over all of them (a search's two lists cost one set of numpy calls, not two).
-
-    ``None`` where that does not apply: lists of different shapes, a key with no fitted scale, a
-    corpus size that is not a positive int, or lists with something to report (padding, NaN,
-    unsorted rows); the per-key path then handles them, errors and warnings included.
-    """
-    arrs = list(lists.values())
-    shape = arrs[0].shape
-    scales, ns = [], []
-    for m, a in lists.items():
-        n = sizes.get(m)
-        if n is None:
-            n = scale.corpus_sizes_.get(m)
-        if a.shape != shape or (query_modality, m) not in scale.count_ or type(n) is not int:
-            return None
-        if n < 1 or not shape[0]:
-            return None
-        scales.append(scale.scale(m, query_modality))
-        ns.append(max(n, shape[1]))
-    try:
-        arr, valid = _checked_lists(np.concatenate(arrs), "candidates")
-    except ValueError:
-        return None
-    if valid is not None:
-        return None
-    n_q, k = shape
-    scale_col, offsets = _offsets(tuple(scales), tuple(ns), k, n_q)
-    z = _z_scores(arr, None, scale_col, offsets)
-    return {m: z[i * n_q : (i + 1) * n_q] for i, m in enumerate(lists)}

@@ -12,7 +12,7 @@ import pytest
 from mmgap_core._validation import as_embeddings
 from mmgap_core.background import BackgroundScale
 from mmgap_core.candidates import CandidateBatch, ModalityCandidates, full_ids
-from mmgap_core.fusion_background import BackgroundZFusion, _stacked_z
+from mmgap_core.fusion_background import BackgroundZFusion
 from mmgap_core.fusion_base import merge_scored
 from mmgap_core.stats import ModalityStandardizer
 from mmgap_core.store.base import ModalityHits
@@ -131,7 +131,7 @@ def test_merging_rank_ids_equals_the_general_merge(seed, k):
 def test_one_pass_background_z_is_transform_bit_for_bit(scale, n_q, k, sizes):
     rng = np.random.default_rng(k * 10 + n_q)
     lists = {m: sorted_lists(rng, n_q, k, 0.1 * j) for j, m in enumerate(MODS)}
-    out = _stacked_z(scale, lists, "text", sizes)
+    out = scale.transform_full(lists, "text", sizes)
     assert list(out) == list(MODS)
     for m in MODS:
         want = scale.transform(lists[m], m, "text", n_items=sizes.get(m))
@@ -159,7 +159,7 @@ def _case(name, rng):
 )
 def test_one_pass_background_z_leaves_anything_unusual_to_transform(scale, name):
     lists, sizes = _case(name, np.random.default_rng(1))
-    assert _stacked_z(scale, lists, "text", sizes) is None
+    assert scale.transform_full(lists, "text", sizes) is None
 
 
 def test_one_pass_background_z_leaves_unfitted_keys_to_transform():
@@ -167,7 +167,7 @@ def test_one_pass_background_z_leaves_unfitted_keys_to_transform():
     short = {"text": sorted_lists(rng, 5, 10), "image": sorted_lists(rng, 5, 2)}  # no image slope
     bg = BackgroundScale().fit(short, "text", SIZES)
     lists = {m: sorted_lists(rng, 1, 8) for m in MODS}
-    assert _stacked_z(bg, lists, "text", SIZES) is None
+    assert bg.transform_full(lists, "text", SIZES) is None
     with pytest.warns(UserWarning, match="pooled scale"):
         BackgroundZFusion(bg, SIZES).score(CandidateBatch("text", _full(lists)))
 
