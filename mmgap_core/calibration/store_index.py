@@ -131,15 +131,8 @@ def query_best_hits(
 
     Parameters
     ----------
-    store : VectorStore
-    queries : numpy.ndarray
-        ``[Q, d]`` query embeddings.
-    self_ids : sequence of str, optional
-        The store id each query is; one extra neighbour is fetched so it can be dropped.
-    batch_size : int, default 256
-        Queries per store call.
-    progress : bool, default False
-        Show a progress bar.
+    store, queries, self_ids, batch_size, progress
+        As for :func:`query_lists`.
 
     Returns
     -------

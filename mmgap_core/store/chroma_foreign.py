@@ -64,6 +64,13 @@ def calibration_collection_name(collection_name: str) -> str:
     return f"{_manifest_store_name(collection_name)}-{MANIFEST_SUFFIX}"
 
 
+def _collection_and_space(client: Any, collection_name: str) -> tuple[Any, str]:
+    """The existing collection ``collection_name`` and its distance space."""
+    with translate_unavailable(client):
+        col = get_collection(client, collection_name)
+        return col, collection_space(col)
+
+
 def _langchain_describe(
     _id: str, doc: str | None, uri: str | None, meta: dict
 ) -> tuple[str | None, str | None]:
@@ -185,9 +192,7 @@ class ForeignLayout(StoreReader):
         -------
         ForeignLayout
         """
-        with translate_unavailable(client):
-            col = get_collection(client, collection_name)
-            space = collection_space(col)
+        col, space = _collection_and_space(client, collection_name)
 
         def build() -> dict[str, list[Source]]:
             tagged: dict[str, int] = {}
@@ -254,9 +259,7 @@ class ForeignLayout(StoreReader):
         -------
         ForeignLayout
         """
-        with translate_unavailable(client):
-            col = get_collection(client, collection_name)
-            space = collection_space(col)
+        col, space = _collection_and_space(client, collection_name)
 
         def build() -> dict[str, list[Source]]:
             image = Source(
