@@ -113,16 +113,23 @@ def evaluate_set(s: EvalSet, methods, pool: int) -> dict:
         ks=(1, 10),
         pool=min(pool, int(min(np.unique(s.labels, return_counts=True)[1]))),
     )
-    out: dict = {m: {"cross": {}, "same": {}} for m in methods}
+    out: dict = {
+        m: by_part([r for r in report.results if r["method"] == m], s.query_modality)
+        for m in methods
+    }
     targets = s.labels[s.relevant]
     n_same = int((targets == s.query_modality).sum())
-    n_cross = int(targets.size - n_same)
-    for row in report.results:
+    out["_n"] = {"cross": int(targets.size - n_same), "same": n_same}
+    return out
+
+
+def by_part(rows, query_modality: str) -> dict:
+    """``{"cross"|"same": {metric: value}}`` from one method's result rows."""
+    out: dict = {"cross": {}, "same": {}}
+    for row in rows:
         if row["subset"] in ("all", "mixed") or row["metric"] not in METRICS:
             continue
-        part = "same" if row["subset"] == s.query_modality else "cross"
-        out[row["method"]][part][row["metric"]] = row["value"]
-    out["_n"] = {"cross": n_cross, "same": n_same}
+        out["same" if row["subset"] == query_modality else "cross"][row["metric"]] = row["value"]
     return out
 
 

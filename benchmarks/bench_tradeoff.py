@@ -33,23 +33,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_quality import (  # noqa: E402
     BASELINES,
-    METRICS,
     EvalSet,
     bound_checks,
     bound_failures,
+    by_part,
     coco_sets,
     evaluate_set,
     simulator_sets,
 )
-from mmgap_core.background import BackgroundScale  # noqa: E402
 from mmgap_core.candidates import CandidateBatch  # noqa: E402
-from mmgap_core.evaluation import BACKGROUND_RANKS  # noqa: E402
-from mmgap_core.fusion import DEFAULT_METHOD, FusionMethod, make_method  # noqa: E402
+from mmgap_core.evaluation import fit_methods  # noqa: E402
+from mmgap_core.fusion import DEFAULT_METHOD, FusionMethod  # noqa: E402
 from mmgap_core.jsonio import write_json  # noqa: E402
 from mmgap_core.metrics import Qrels, evaluate_ranking  # noqa: E402
 from mmgap_core.mining import topk_per_modality  # noqa: E402
 from mmgap_core.simulator import PROFILES  # noqa: E402
-from mmgap_core.stats import ModalityStandardizer  # noqa: E402
 
 SHIFTED = "shifted-default"
 
@@ -73,21 +71,19 @@ def fit_default(s: EvalSet, pool: int) -> tuple[FusionMethod, CandidateBatch]:
 
     The pool is capped at the smallest modality's size, as in ``evaluate_set``.
     """
-    sizes = {str(m): int(n) for m, n in zip(*np.unique(s.labels, return_counts=True))}
-    retrieved = topk_per_modality(s.queries, s.corpus, s.labels, min(pool, min(sizes.values())))
-    mods = list(retrieved.modalities)
-    # Transductive calibration: each query's top-1 per modality, and its lists up to rank K.
-    top1 = retrieved.scores[:, :, 0]
-    valid = np.isfinite(top1)
-    top1_labels = np.broadcast_to(np.asarray(mods)[None, :], top1.shape)
-    dim = s.corpus.shape[1]
-    std = ModalityStandardizer(dim=dim).fit(top1[valid], top1_labels[valid], s.query_modality)
-    cal = {m: retrieved.scores[:, j, :BACKGROUND_RANKS] for j, m in enumerate(mods)}
-    scale = BackgroundScale(dim=dim).fit(cal, s.query_modality, sizes)
-    method = make_method(
-        DEFAULT_METHOD, standardizer=std, background_scale=scale, corpus_sizes=sizes
+    smallest = int(np.unique(s.labels, return_counts=True)[1].min())
+    retrieved = topk_per_modality(s.queries, s.corpus, s.labels, min(pool, smallest))
+    qrels = Qrels(s.qrels, s.queries.shape[0])
+    fusers, _ = fit_methods(
+        retrieved,
+        s.queries,
+        s.corpus,
+        s.labels,
+        qrels,
+        [DEFAULT_METHOD],
+        query_modality=s.query_modality,
     )
-    return method, CandidateBatch.from_topk(retrieved, s.query_modality)
+    return fusers[DEFAULT_METHOD], CandidateBatch.from_topk(retrieved, s.query_modality)
 
 
 def score_parts(s: EvalSet, fuser: FusionMethod, batch: CandidateBatch) -> dict:
@@ -96,12 +92,7 @@ def score_parts(s: EvalSet, fuser: FusionMethod, batch: CandidateBatch) -> dict:
     rows = evaluate_ranking(
         fused.ids, fused.modality_labels(), Qrels(s.qrels, s.queries.shape[0]), s.labels, (1, 10)
     )
-    out: dict = {"cross": {}, "same": {}}
-    for row in rows:
-        if row["subset"] in ("all", "mixed") or row["metric"] not in METRICS:
-            continue
-        out["same" if row["subset"] == s.query_modality else "cross"][row["metric"]] = row["value"]
-    return out
+    return by_part(rows, s.query_modality)
 
 
 def self_check(name: str, mine: dict, ref: dict) -> None:

@@ -10,7 +10,14 @@ import numpy as np
 from ._validation import as_embeddings, as_labels
 from .candidates import CandidateBatch
 from .background import BackgroundScale
-from .fusion import DEFAULT_METHOD, CenterFusion, make_method, method_class, parse_methods
+from .fusion import (
+    DEFAULT_METHOD,
+    CenterFusion,
+    FusionMethod,
+    make_method,
+    method_class,
+    parse_methods,
+)
 from .metrics import Qrels, evaluate_ranking
 from .mining import (
     PseudoPositives,
@@ -267,6 +274,108 @@ def evaluate_candidates(
     )
     pool = retrieved.scores.shape[2]
     modalities = list(retrieved.modalities)
+    fusers, fitted = fit_methods(
+        retrieved,
+        queries,
+        corpus,
+        labels,
+        qrels,
+        method_names,
+        query_modality=query_modality,
+        calibration_queries=calibration_queries,
+        max_block_bytes=max_block_bytes,
+    )
+    n_q, top = queries.shape[0], ks[-1]
+    rankings = {name: np.full((n_q, top), -1, dtype=np.int64) for name in method_names}
+    ranked_mods = {name: np.full((n_q, top), "", dtype=object) for name in method_names}
+
+    for s in range(0, n_q, _CHUNK):
+        e = min(s + _CHUNK, n_q)
+        batch = CandidateBatch.from_topk(
+            retrieved, query_modality, rows=slice(s, e), query_embeddings=queries, corpus=corpus
+        )
+        for name, fuser in fusers.items():
+            fused = fuser.fuse(batch, top)
+            rankings[name][s:e, : fused.ids.shape[1]] = fused.ids
+            ranked_mods[name][s:e, : fused.ids.shape[1]] = fused.modality_labels()
+
+    results = []
+    for name in method_names:
+        for row in evaluate_ranking(rankings[name], ranked_mods[name], qrels, labels, ks):
+            results.append({"method": name, **row})
+
+    stats = {
+        "default_method": DEFAULT_METHOD,
+        "n_queries": int(n_q),
+        "query_modality": query_modality,
+        "corpus_size": int(corpus.shape[0]),
+        "corpus_modalities": fitted.counts,
+        "dim": int(corpus.shape[1]),
+        "pool_per_modality": int(pool),
+        "calibration": {
+            "setting": fitted.setting,
+            "n_queries": int(fitted.n_calibration),
+            "statistics": fitted.standardizer.to_dict(),
+            "background_scale": (
+                fitted.background.to_dict() if fitted.background is not None else None
+            ),
+        },
+        "gold_statistics": fitted.gold.to_dict() if fitted.gold is not None else None,
+        "notes": fitted.notes,
+    }
+    top1 = {m: retrieved.scores[:, j, 0] for j, m in enumerate(modalities)}
+    top1 = {m: v[np.isfinite(v)] for m, v in top1.items()}
+    return EvalReport(results, stats, fitted.notes, ks, query_modality, top1, fitted.standardizer)
+
+
+def strip_counts(results: list[dict]) -> list[dict]:
+    """Result rows in the documented JSON shape (method, subset, metric, value)."""
+    return [
+        {
+            "method": r["method"],
+            "subset": r["subset"],
+            "metric": r["metric"],
+            "value": None if r["value"] != r["value"] else r["value"],
+        }
+        for r in results
+    ]
+
+
+@dataclass
+class FittedCalibration:
+    """What :func:`fit_methods` fitted, for a report's ``stats``."""
+
+    setting: str
+    n_calibration: int
+    counts: dict[str, int]
+    standardizer: ModalityStandardizer
+    background: BackgroundScale | None
+    gold: ModalityStandardizer | None
+    notes: list[str]
+
+
+def fit_methods(
+    retrieved: ModalityTopK,
+    queries: np.ndarray,
+    corpus: np.ndarray,
+    labels: np.ndarray,
+    qrels: Qrels,
+    method_names: Sequence[str],
+    *,
+    query_modality: str = "text",
+    calibration_queries=None,
+    max_block_bytes: int = DEFAULT_BLOCK_BYTES,
+) -> tuple[dict[str, FusionMethod], FittedCalibration]:
+    """Calibrate and build each named method as :func:`evaluate_candidates` runs it.
+
+    Parameters are those of :func:`evaluate_candidates` (``method_names``: parsed names).
+
+    Returns
+    -------
+    tuple
+        ``({name: fitted method}, FittedCalibration)``.
+    """
+    modalities = list(retrieved.modalities)
     notes = []
 
     # Pseudo-positive calibration: the top-1 of each modality. Transductive reuse of `retrieved` is
@@ -337,55 +446,4 @@ def evaluate_candidates(
         )
         for name in method_names
     }
-    n_q, top = queries.shape[0], ks[-1]
-    rankings = {name: np.full((n_q, top), -1, dtype=np.int64) for name in method_names}
-    ranked_mods = {name: np.full((n_q, top), "", dtype=object) for name in method_names}
-
-    for s in range(0, n_q, _CHUNK):
-        e = min(s + _CHUNK, n_q)
-        batch = CandidateBatch.from_topk(
-            retrieved, query_modality, rows=slice(s, e), query_embeddings=queries, corpus=corpus
-        )
-        for name, fuser in fusers.items():
-            fused = fuser.fuse(batch, top)
-            rankings[name][s:e, : fused.ids.shape[1]] = fused.ids
-            ranked_mods[name][s:e, : fused.ids.shape[1]] = fused.modality_labels()
-
-    results = []
-    for name in method_names:
-        for row in evaluate_ranking(rankings[name], ranked_mods[name], qrels, labels, ks):
-            results.append({"method": name, **row})
-
-    stats = {
-        "default_method": DEFAULT_METHOD,
-        "n_queries": int(n_q),
-        "query_modality": query_modality,
-        "corpus_size": int(corpus.shape[0]),
-        "corpus_modalities": counts,
-        "dim": int(corpus.shape[1]),
-        "pool_per_modality": int(pool),
-        "calibration": {
-            "setting": setting,
-            "n_queries": int(n_cal),
-            "statistics": standardizer.to_dict(),
-            "background_scale": background.to_dict() if background is not None else None,
-        },
-        "gold_statistics": gold.to_dict() if gold is not None else None,
-        "notes": notes,
-    }
-    top1 = {m: retrieved.scores[:, j, 0] for j, m in enumerate(modalities)}
-    top1 = {m: v[np.isfinite(v)] for m, v in top1.items()}
-    return EvalReport(results, stats, notes, ks, query_modality, top1, standardizer)
-
-
-def strip_counts(results: list[dict]) -> list[dict]:
-    """Result rows in the documented JSON shape (method, subset, metric, value)."""
-    return [
-        {
-            "method": r["method"],
-            "subset": r["subset"],
-            "metric": r["metric"],
-            "value": None if r["value"] != r["value"] else r["value"],
-        }
-        for r in results
-    ]
+    return fusers, FittedCalibration(setting, n_cal, counts, standardizer, background, gold, notes)
