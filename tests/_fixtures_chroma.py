@@ -29,6 +29,8 @@ __all__ = [
     "chroma_client",
     "chroma_server",
     "chroma_store_name",
+    "engine",
+    "store",
     "TLSProxy",
     "private_chroma_server",
     "tls_proxy",
@@ -44,7 +46,28 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class ChromaServer:
+class _Process:
+    """A child process held in ``self._proc``: stopped (terminate, then kill) and polled."""
+
+    _proc: subprocess.Popen | None = None
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+
+class ChromaServer(_Process):
     """A ``chroma run`` process on 127.0.0.1 with a persistent path; restartable in place."""
 
     def __init__(self, path: Path, port: int | None = None, *, fail=None) -> None:
@@ -128,25 +151,10 @@ class ChromaServer:
         log = self._log_dir / f"stderr-{self._starts}.log"
         return log.read_text(errors="replace")[-4000:] if log.exists() else "(no stderr)"
 
-    def stop(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
     def restart(self) -> None:
         """Stop and start again on the same path and port (data must survive)."""
         self.stop()
         self.start()
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
 
 
 @pytest.fixture(scope="session")
@@ -169,6 +177,22 @@ def private_chroma_server(tmp_path):
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def store(chroma_client, chroma_store_name):
+    """A ``ChromaStore`` on ``chroma_client`` (embedded and server), under a fresh name."""
+    from mmgap_core.store import ChromaStore
+
+    return ChromaStore(chroma_client, chroma_store_name)
+
+
+@pytest.fixture
+def engine(store, tiny_encoder):
+    """A ``RetrievalEngine`` over ``store`` with the tiny encoder."""
+    from mmgap_core.engine import RetrievalEngine
+
+    return RetrievalEngine(store, tiny_encoder)
 
 
 @pytest.fixture
@@ -258,7 +282,7 @@ def _tool(name: str) -> str | None:
     return shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin:/sbin")
 
 
-class TLSProxy:
+class TLSProxy(_Process):
     """nginx on 127.0.0.1 in front of a Chroma server: TLS, and a check of the credentials.
 
     A request passes with ``Authorization: Bearer <token>``, ``X-Chroma-Token: <token>`` or
@@ -355,21 +379,6 @@ class TLSProxy:
                 time.sleep(0.05)
         self.stop()
         pytest.fail("nginx did not listen within 15 s")
-
-    def stop(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
 
 
 @pytest.fixture(scope="session")

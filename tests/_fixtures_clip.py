@@ -8,6 +8,7 @@ exercised through exactly the loading path real checkpoints take. ``sample_image
 from __future__ import annotations
 
 import json
+import socket
 import struct
 import zlib
 from dataclasses import dataclass
@@ -29,8 +30,11 @@ __all__ = [
     "TinyClip",
     "bad_images",
     "isolated_weights_hash_cache",
+    "li_embedding",
     "make_local_dir",
     "make_tiny_checkpoint",
+    "model_args",
+    "no_network",
     "sample_images",
     "tiny_clip",
     "tiny_encoder",
@@ -114,6 +118,49 @@ def tiny_encoder(tiny_clip: TinyClip):
         device="cpu",
         batch_size=8,
     )
+
+
+@pytest.fixture(scope="module")
+def li_embedding(tiny_clip: TinyClip):
+    """LlamaIndex's ``OpenClipMultiModalEmbedding`` built from model name + checkpoint + config,
+    the way users load a custom model."""
+    from mmgap_llamaindex import OpenClipMultiModalEmbedding
+
+    return OpenClipMultiModalEmbedding(
+        tiny_clip.model_name,
+        pretrained=str(tiny_clip.checkpoint_path),
+        model_config=str(tiny_clip.config_path),
+        device="cpu",
+    )
+
+
+def model_args(tiny: TinyClip, *extra: str) -> list[str]:
+    """The ``mmgap`` command-line flags that load the tiny model, then ``extra``."""
+    return [
+        "--model",
+        tiny.model_name,
+        "--pretrained",
+        str(tiny.checkpoint_path),
+        "--model-config",
+        str(tiny.config_path),
+        *extra,
+    ]
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Record (and refuse) every attempt to open a connection or resolve a host name."""
+    attempts: list[str] = []
+
+    def refuse(*args, **kwargs):
+        attempts.append(repr(args[:2]))
+        raise OSError("network access attempted during a test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    return attempts
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,8 @@ as ``.jsonl`` or ``.parquet``, ``ROOT/SUBSET/images/``) with every hub field on 
 
 Public fixtures: ``mmqa_standin`` / ``mmqa_root``, ``mmqa_full_dev_root``, ``webqa_standin`` /
 ``webqa_root``, ``mixbench_root``. Helpers ``write_jsonl_gz``, ``write_webqa``,
-``mixbench_records``, ``write_mixbench`` and ``tiny_image_bytes`` build variants.
+``mixbench_records``, ``write_mixbench`` and ``tiny_image_bytes`` build variants; ``run_main`` and
+``result_value`` run ``mmgap reproduce`` in-process and read its report.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ __all__ = [
     "mmqa_real_records",
     "mmqa_root",
     "mmqa_standin",
+    "result_value",
+    "run_main",
     "shared_mmqa_dir",
     "tiny_image_bytes",
     "webqa_record",
@@ -547,3 +550,24 @@ def write_mixbench(
 def mixbench_root(tmp_path_factory) -> Path:
     """A 12-item MixBench MSCOCO stand-in (jsonl, no ``mixed_corpus``): root of ``MSCOCO/``."""
     return write_mixbench(tmp_path_factory.mktemp("mixbench"), mixbench_records())
+
+
+def run_main(capsys, argv) -> tuple[int, str, str]:
+    """``mmgap_core.cli.main(argv)`` in-process: (exit code, stdout, stderr)."""
+    from mmgap_core.cli import main
+
+    capsys.readouterr()
+    rc = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def result_value(model: dict, method: str, subset: str, metric: str):
+    """The one value of a reproduce report's model for (method, subset, metric)."""
+    rows = [
+        r
+        for r in model["results"]
+        if (r["method"], r["subset"], r["metric"]) == (method, subset, metric)
+    ]
+    assert len(rows) == 1, (method, subset, metric)
+    return rows[0]["value"]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from _fixtures_clip import write_png_1bit
+from _fixtures_clip import model_args, write_png_1bit
 from mmgap_core import index_inputs
 from mmgap_core.cli import main
 from mmgap_core.engine import RetrievalEngine
@@ -115,13 +115,6 @@ def no_hang(seconds: int = HANG_SECONDS):
         signal.signal(signal.SIGALRM, old)
 
 
-def _model_args(tiny_clip):
-    return [
-        "--model", tiny_clip.model_name, "--pretrained", str(tiny_clip.checkpoint_path),
-        "--model-config", str(tiny_clip.config_path),
-    ]  # fmt: skip
-
-
 def _line(value) -> bytes:
     if isinstance(value, bytes):
         return value
@@ -184,7 +177,7 @@ def hostile_run(tmp_path_factory, tiny_clip, sample_images, bad_images):
     base = tmp_path_factory.mktemp("hostile")
     root = base / "shop"
     sources = _build(root, base / "outside", sample_images, bad_images)
-    argv = ["index", str(root), "--db", str(base / "db"), *_model_args(tiny_clip)]
+    argv = ["index", str(root), "--db", str(base / "db"), *model_args(tiny_clip)]
     with pytest.MonkeyPatch.context() as mp, no_hang():
         mp.setattr(index_inputs, "MAX_TEXT_FILE_BYTES", 2000)
         mp.setattr(index_inputs, "MAX_JSONL_LINE_BYTES", 300_000)
@@ -247,7 +240,7 @@ def run_cli(tmp_path, tiny_clip, capsys):
     def run(*args: str, model: bool = True, quiet: bool = True) -> tuple[int, str, str]:
         argv = ["index", *args, "--db", str(tmp_path / "db")] + (["--quiet"] if quiet else [])
         with no_hang():
-            rc = main(argv + (_model_args(tiny_clip) if model else []))
+            rc = main(argv + (model_args(tiny_clip) if model else []))
         out, err = capsys.readouterr()
         assert "Traceback" not in out + err
         if rc != 0:

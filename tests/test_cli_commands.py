@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from _fixtures_clip import make_tiny_checkpoint
+from _fixtures_clip import make_tiny_checkpoint, model_args
 
 from mmgap_core.cli import main
 from mmgap_core.fusion import DEFAULT_METHOD, METHODS
@@ -28,17 +28,6 @@ TEXTS = {
     "rocket.txt": "A red rocket on the launch pad.",
     "city.txt": "The city skyline at night.",
 }
-
-
-def model_args(tiny) -> list[str]:
-    return [
-        "--model",
-        tiny.model_name,
-        "--pretrained",
-        str(tiny.checkpoint_path),
-        "--model-config",
-        str(tiny.config_path),
-    ]
 
 
 def run_mmgap(*argv, env=None, timeout=60) -> subprocess.CompletedProcess:

@@ -14,21 +14,11 @@ import uuid
 from pathlib import Path
 
 import pytest
+from _fixtures_clip import model_args
 
 from mmgap_core.cli import main
 
 MMGAP = Path(sys.executable).parent / "mmgap"
-
-
-def _model(tiny) -> list[str]:
-    return [
-        "--model",
-        tiny.model_name,
-        "--pretrained",
-        str(tiny.checkpoint_path),
-        "--model-config",
-        str(tiny.config_path),
-    ]
 
 
 def _mmgap(*argv, env) -> subprocess.CompletedProcess:
@@ -63,7 +53,7 @@ def proxied_store(tls_proxy, tiny_clip, tmp_path_factory, sample_images):
     ]  # fmt: skip
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MMGAP_CHROMA_TOKEN", tls_proxy.token)
-        assert main(["index", str(corpus), "--quiet", *conn, *_model(tiny_clip)]) == 0
+        assert main(["index", str(corpus), "--quiet", *conn, *model_args(tiny_clip)]) == 0
         assert main(["calibrate", *conn]) == 0
     try:
         yield conn
@@ -76,7 +66,7 @@ def proxied_store(tls_proxy, tiny_clip, tmp_path_factory, sample_images):
 
 def test_search_through_the_tls_token_proxy(proxied_store, tls_proxy, tiny_clip):
     res = _mmgap(
-        "search", "a cat", "-k", "3", *proxied_store, *_model(tiny_clip),
+        "search", "a cat", "-k", "3", *proxied_store, *model_args(tiny_clip),
         env={"MMGAP_CHROMA_TOKEN": tls_proxy.token},
     )  # fmt: skip
     assert res.returncode == 0, res.stderr

@@ -8,6 +8,7 @@ import json
 import shutil
 
 import pytest
+from _fixtures_clip import model_args
 
 from mmgap_core.cli import main
 from mmgap_core.fusion import DEFAULT_METHOD, METHODS
@@ -38,19 +39,8 @@ def corpus_dir(tmp_path, sample_images, bad_images):
     return root
 
 
-def _model_args(tiny_clip):
-    return [
-        "--model",
-        tiny_clip.model_name,
-        "--pretrained",
-        str(tiny_clip.checkpoint_path),
-        "--model-config",
-        str(tiny_clip.config_path),
-    ]
-
-
 def _run_session(conn, corpus_dir, tiny_clip, capsys, tmp_path, n_images):
-    model = _model_args(tiny_clip)
+    model = model_args(tiny_clip)
     assert main(["index", str(corpus_dir), "--quiet", *conn, *model]) == 0
     out = capsys.readouterr().out
     assert f"added {n_images} image, 4 text; skipped 4" in out
@@ -118,7 +108,7 @@ def test_cli_errors(tmp_path, tiny_clip, capsys):
     assert main(["search", "   ", "--db", str(tmp_path / "db")]) == 2
     assert "empty query" in capsys.readouterr().err
     db = tmp_path / "db"
-    assert main(["index", str(tmp_path / "nothing-here"), "--db", str(db), *_model_args(tiny_clip)])
+    assert main(["index", str(tmp_path / "nothing-here"), "--db", str(db), *model_args(tiny_clip)])
     assert "no such file or folder" in capsys.readouterr().err
     assert not db.exists()  # nothing is created for a failed command
     empty = tmp_path / "empty"
@@ -138,7 +128,7 @@ def test_demo_runs_offline_with_simulator_fallback(monkeypatch, capsys):
 
 
 def test_demo_with_a_model_checkpoint(tiny_clip, capsys):
-    assert main(["demo", "-k", "4", *_model_args(tiny_clip)]) == 0
+    assert main(["demo", "-k", "4", *model_args(tiny_clip)]) == 0
     out = capsys.readouterr().out
     assert "model open_clip:mmgap-tiny:file:" in out
     assert out.count("raw cosine ranking") == 4

@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -31,22 +30,6 @@ TEXTS = ["a photo of a cat", "a red square", "an astronaut on the moon", "coffee
 
 def _unit_rows(vectors: np.ndarray) -> bool:
     return bool(np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5))
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    """Record (and refuse) every attempt to open a connection or resolve a host name."""
-    attempts: list[str] = []
-
-    def refuse(*args, **kwargs):
-        attempts.append(repr(args[:2]))
-        raise OSError("network access attempted during a test")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    return attempts
 
 
 # ---------------------------------------------------------------------------------- loading

@@ -28,16 +28,6 @@ TEXTS = [
 
 
 @pytest.fixture
-def store(chroma_client, chroma_store_name):
-    return ChromaStore(chroma_client, chroma_store_name)
-
-
-@pytest.fixture
-def engine(store, tiny_encoder):
-    return RetrievalEngine(store, tiny_encoder)
-
-
-@pytest.fixture
 def indexed(engine, sample_images):
     report = engine.index(texts=TEXTS, images=sample_images, progress=False, batch_size=4)
     assert report.added == {"text": len(TEXTS), "image": len(sample_images)}

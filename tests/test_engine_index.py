@@ -25,16 +25,6 @@ TEXTS = [f"product number {i} in the catalogue" for i in range(12)]
 PEAK_LIMIT_KB = 3 * 1024 * 1024  # ru_maxrss is in KiB on Linux
 
 
-@pytest.fixture
-def store(chroma_client, chroma_store_name):
-    return ChromaStore(chroma_client, chroma_store_name)
-
-
-@pytest.fixture
-def engine(store, tiny_encoder):
-    return RetrievalEngine(store, tiny_encoder)
-
-
 def _peak_rss_kb(code: str, timeout: int = 300) -> tuple[int, str]:
     """Run ``code`` in a fresh interpreter; (its peak RSS in KiB, its stdout)."""
     wrapped = (

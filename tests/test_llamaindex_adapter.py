@@ -87,17 +87,6 @@ def _build_index(
 
 
 @pytest.fixture(scope="module")
-def li_embedding(tiny_clip) -> OpenClipMultiModalEmbedding:
-    """Built from model name + checkpoint + config, the way users load a custom model."""
-    return OpenClipMultiModalEmbedding(
-        tiny_clip.model_name,
-        pretrained=str(tiny_clip.checkpoint_path),
-        model_config=str(tiny_clip.config_path),
-        device="cpu",
-    )
-
-
-@pytest.fixture(scope="module")
 def li_setup(li_embedding, sample_images, tmp_path_factory):
     """(chroma client, index) with 9 TextNodes and 8 ImageNodes in two persistent collections."""
     client = chromadb.PersistentClient(path=str(tmp_path_factory.mktemp("li-chroma")))

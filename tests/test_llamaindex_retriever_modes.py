@@ -34,7 +34,6 @@ from llama_index.vector_stores.chroma import ChromaVectorStore  # noqa: E402
 from mmgap_core.engine import Hit, NotCalibratedError  # noqa: E402
 from mmgap_llamaindex import (  # noqa: E402
     MMGapLlamaRetriever,
-    OpenClipMultiModalEmbedding,
     hit_to_node,
     metadata_filters_to_where,
 )
@@ -96,21 +95,11 @@ def _index(client, prefix: str, clip, nodes) -> MultiModalVectorStoreIndex:
 
 
 @pytest.fixture(scope="module")
-def clip(tiny_clip) -> OpenClipMultiModalEmbedding:
-    return OpenClipMultiModalEmbedding(
-        tiny_clip.model_name,
-        pretrained=str(tiny_clip.checkpoint_path),
-        model_config=str(tiny_clip.config_path),
-        device="cpu",
-    )
-
-
-@pytest.fixture(scope="module")
-def setup(clip, sample_images, tmp_path_factory):
+def setup(li_embedding, sample_images, tmp_path_factory):
     """(client, index, {node id: metadata}) over 6 TextNodes and 8 ImageNodes."""
     client = chromadb.PersistentClient(path=str(tmp_path_factory.mktemp("li-modes")))
     nodes = _text_nodes() + _image_nodes(sample_images)
-    index = _index(client, "modes", clip, nodes)
+    index = _index(client, "modes", li_embedding, nodes)
     yield client, index, {n.node_id: n.metadata for n in nodes}
     client.close()
 
@@ -126,7 +115,9 @@ def _ids(results) -> list[str]:
 
 
 # ---------------------------------------------------------------------------- retriever shape
-def test_is_a_multimodal_retriever_built_from_public_api(setup, clip, tmp_path, monkeypatch):
+def test_is_a_multimodal_retriever_built_from_public_api(
+    setup, li_embedding, tmp_path, monkeypatch
+):
     """Only the index's public attributes are read, and no file is written."""
     client, index, _ = setup
     public = types.SimpleNamespace(
@@ -361,12 +352,12 @@ def test_multimodal_hit_is_an_image_node_with_text(sample_images):
 
 
 # ---------------------------------------------------------------------------- issue 11 item 9
-def test_images_added_after_calibration(clip, sample_images, tmp_path, caplog):
+def test_images_added_after_calibration(li_embedding, sample_images, tmp_path, caplog):
     """Index texts, calibrate, add images, search: a NotCalibratedError naming the fix, or a
     recalibration with auto_recalibrate=True, kept for the next process."""
     path = str(tmp_path / "db")
     client = chromadb.PersistentClient(path=path)
-    index = _index(client, "late", clip, _text_nodes())
+    index = _index(client, "late", li_embedding, _text_nodes())
     with caplog.at_level(logging.WARNING):
         texts_only = MMGapLlamaRetriever.from_multimodal_index(index, chroma_client=client)
     assert "holds text items only" in caplog.text

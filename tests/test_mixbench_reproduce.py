@@ -11,26 +11,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from _fixtures_data import MIXBENCH_SUBSET, mixbench_records, write_mixbench
+from _fixtures_clip import model_args
+from _fixtures_data import (
+    MIXBENCH_SUBSET,
+    mixbench_records,
+    result_value,
+    run_main,
+    write_mixbench,
+)
 from mmgap_core import fusion
-from mmgap_core.cli import main
 from mmgap_core.datasets import load_mixbench
 from mmgap_core.reproduce import reproduce
 
 HEAD_TO_HEAD = ["raw", "center", "grclip", "standardize"]
-
-
-def _model_args(tiny_clip) -> list[str]:
-    return [
-        "--model",
-        tiny_clip.model_name,
-        "--pretrained",
-        str(tiny_clip.checkpoint_path),
-        "--model-config",
-        str(tiny_clip.config_path),
-        "--device",
-        "cpu",
-    ]
 
 
 def _mixbench_args(root, tiny_clip, *extra) -> list[str]:
@@ -42,27 +35,10 @@ def _mixbench_args(root, tiny_clip, *extra) -> list[str]:
         MIXBENCH_SUBSET,
         "--root",
         str(root),
-        *_model_args(tiny_clip),
+        *model_args(tiny_clip, "--device", "cpu"),
         "--no-progress",
         *map(str, extra),
     ]
-
-
-def _run(capsys, argv) -> tuple[int, str, str]:
-    capsys.readouterr()
-    rc = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def _value(model: dict, method: str, subset: str, metric: str):
-    rows = [
-        r
-        for r in model["results"]
-        if (r["method"], r["subset"], r["metric"]) == (method, subset, metric)
-    ]
-    assert len(rows) == 1, (method, subset, metric)
-    return rows[0]["value"]
 
 
 def _unit(x):
@@ -155,7 +131,7 @@ def test_installed_command_runs_mixbench_end_to_end(tmp_path, mixbench_root, tin
     assert set(fusion.METHOD_NAMES) <= {r["method"] for r in model["results"]}
     for m in expected:
         for subset in ("all", "text", "image", "multimodal"):
-            assert 0.0 <= _value(model, m, subset, "ndcg@10") <= 1.0
+            assert 0.0 <= result_value(model, m, subset, "ndcg@10") <= 1.0
     assert any("grclip" in note for note in model["stats"]["notes"])
 
 
@@ -184,7 +160,9 @@ def test_parquet_mixed_corpus_run_and_undecodable_image(tmp_path, tiny_clip, cap
     root = write_mixbench(tmp_path / "mb", recs, fmt="parquet", skip_images=("img/008.png",))
     (root / MIXBENCH_SUBSET / "images" / "img" / "008.png").write_bytes(b"not an image")
     out_json = tmp_path / "r.json"
-    rc, out, err = _run(capsys, _mixbench_args(root, tiny_clip, "--no-cache", "--json", out_json))
+    rc, out, err = run_main(
+        capsys, _mixbench_args(root, tiny_clip, "--no-cache", "--json", out_json)
+    )
     assert rc == 0, err
     assert "corpus kinds from: mixed_corpus.parquet" in out
     data = json.loads(out_json.read_text())
@@ -206,7 +184,7 @@ def test_bad_input_is_one_line_or_a_skip(tmp_path, tiny_clip, capsys, monkeypatc
     root = write_mixbench(
         tmp_path / "a", recs, extra_lines={"query": ["{oops"]}, skip_images=("img/001.png",)
     )
-    rc, out, err = _run(capsys, _mixbench_args(root, tiny_clip, "--no-cache"))
+    rc, out, err = run_main(capsys, _mixbench_args(root, tiny_clip, "--no-cache"))
     assert rc == 0, err
     for line in (
         "1  malformed JSON line (query.jsonl)",
@@ -224,7 +202,7 @@ def test_bad_input_is_one_line_or_a_skip(tmp_path, tiny_clip, capsys, monkeypatc
         (["--methods", "raw,nope"], "unknown fusion method 'nope'"),
     ]
     for extra, message in cases:
-        rc, out, err = _run(capsys, _mixbench_args(root, tiny_clip, "--no-cache", *extra))
+        rc, out, err = run_main(capsys, _mixbench_args(root, tiny_clip, "--no-cache", *extra))
         assert rc == 2 and message in err, (extra, err)
         # one error line; the skips seen on the way are `note:` lines
         errors = [line for line in err.strip().splitlines() if not line.startswith("note:")]
@@ -233,23 +211,23 @@ def test_bad_input_is_one_line_or_a_skip(tmp_path, tiny_clip, capsys, monkeypatc
     argv = _mixbench_args(root, tiny_clip)
     argv.remove("--subset")
     argv.remove(MIXBENCH_SUBSET)
-    rc, _, err = _run(capsys, argv)
+    rc, _, err = run_main(capsys, argv)
     assert rc == 2 and "--dataset mixbench needs --subset" in err
 
     (root / MIXBENCH_SUBSET / "corpus.jsonl").unlink()
-    rc, _, err = _run(capsys, _mixbench_args(root, tiny_clip))
+    rc, _, err = run_main(capsys, _mixbench_args(root, tiny_clip))
     assert rc == 2 and "the corpus split (corpus.jsonl or .parquet) is missing" in err
     assert len(err.strip().splitlines()) == 1
 
     bad = write_mixbench(
         tmp_path / "b", mixbench_records(6), extra_lines={"qrel": ['{"corpus_id": "c1"}']}
     )
-    rc, _, err = _run(capsys, _mixbench_args(bad, tiny_clip))
+    rc, _, err = run_main(capsys, _mixbench_args(bad, tiny_clip))
     assert rc == 2 and "qrel.jsonl line 7: missing field 'query_id'" in err
 
     pq_root = write_mixbench(tmp_path / "c", mixbench_records(6), fmt="parquet")
     monkeypatch.setitem(sys.modules, "pyarrow", None)
     monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
-    rc, _, err = _run(capsys, _mixbench_args(pq_root, tiny_clip))
+    rc, _, err = run_main(capsys, _mixbench_args(pq_root, tiny_clip))
     assert rc == 2 and 'pip install "mmgap[parquet]"' in err
     assert len(err.strip().splitlines()) == 1

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _fixtures_clip import model_args
 
 from mmgap_core.encoders.base import check_alpha, mix_document_vectors
-from mmgap_core.engine import RetrievalEngine
 from mmgap_core.indexing import ALPHA_FIELD
 from mmgap_core.results import BATCH_KEY, document_id
 from mmgap_core.store import ChromaStore
@@ -31,16 +31,6 @@ DESCRIPTIONS = [
     "a deep blue silk scarf",
 ]
 TEXT_ONLY = ["a gift card for any occasion", "a warranty extension for two years"]
-
-
-@pytest.fixture
-def store(chroma_client, chroma_store_name):
-    return ChromaStore(chroma_client, chroma_store_name)
-
-
-@pytest.fixture
-def engine(store, tiny_encoder):
-    return RetrievalEngine(store, tiny_encoder)
 
 
 def _docs(sample_images):
@@ -214,17 +204,10 @@ def _write_catalog(root: Path, sample_images) -> Path:
     return root
 
 
-def _model_args(tiny_clip):
-    return [
-        "--model", tiny_clip.model_name, "--pretrained", str(tiny_clip.checkpoint_path),
-        "--model-config", str(tiny_clip.config_path),
-    ]  # fmt: skip
-
-
 def _cli_session(conn, root, tiny_clip, capsys, sample_images):
     from mmgap_core.cli import main
 
-    conn_model = [*conn, *_model_args(tiny_clip)]
+    conn_model = [*conn, *model_args(tiny_clip)]
     assert main(["index", str(root), "--quiet", *conn_model]) == 0
     out = capsys.readouterr().out
     # 6 product documents, the gift card + 2 notes, the photo-only record + the loose photo
@@ -280,7 +263,7 @@ def test_installed_mmgap_command_indexes_a_catalog(tmp_path, tiny_clip, sample_i
     env = dict(os.environ, HF_HUB_OFFLINE="1", ANONYMIZED_TELEMETRY="False")
     db = ["--db", str(tmp_path / "db")]
     run = subprocess.run(
-        [str(exe), "index", str(root), "--quiet", *db, *_model_args(tiny_clip)],
+        [str(exe), "index", str(root), "--quiet", *db, *model_args(tiny_clip)],
         capture_output=True, text=True, timeout=300, env=env,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr

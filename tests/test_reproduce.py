@@ -11,10 +11,9 @@ import shutil
 import numpy as np
 import pytest
 
-from _fixtures_clip import make_tiny_checkpoint
-from _fixtures_data import write_jsonl_gz
+from _fixtures_clip import make_tiny_checkpoint, model_args
+from _fixtures_data import result_value, run_main, write_jsonl_gz
 from mmgap_core.captioning import MetadataCaptioner
-from mmgap_core.cli import main
 from mmgap_core.datasets import load_dataset, load_mmqa
 from mmgap_core.evaluation import EvalReport
 from mmgap_core.fusion import METHOD_NAMES
@@ -34,41 +33,13 @@ from mmgap_core.reproduce import (
 # ----------------------------------------------------------------------------------- helpers
 
 
-def _model_args(tiny_clip, checkpoint=None) -> list[str]:
-    return [
-        "--model",
-        tiny_clip.model_name,
-        "--pretrained",
-        str(checkpoint or tiny_clip.checkpoint_path),
-        "--model-config",
-        str(tiny_clip.config_path),
-        "--device",
-        "cpu",
-        "--batch-size",
-        "64",
-    ]
-
-
-def _run(capsys, argv) -> tuple[int, str, str]:
-    capsys.readouterr()
-    rc = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
+def _model_args(tiny_clip) -> list[str]:
+    return model_args(tiny_clip, "--device", "cpu", "--batch-size", "64")
 
 
 def _only_model(data: dict) -> tuple[str, dict]:
     assert len(data["models"]) == 1
     return next(iter(data["models"].items()))
-
-
-def _value(model: dict, method: str, subset: str, metric: str):
-    rows = [
-        r
-        for r in model["results"]
-        if (r["method"], r["subset"], r["metric"]) == (method, subset, metric)
-    ]
-    assert len(rows) == 1, (method, subset, metric)
-    return rows[0]["value"]
 
 
 @pytest.fixture
@@ -136,7 +107,7 @@ def _hand_raw_recall(encoder, dataset, k: int, image_texts=None) -> dict[str, fl
 
 def test_mmqa_context_end_to_end(tmp_path, mmqa_standin, tiny_clip, tiny_encoder, capsys):
     out_json, out_csv = tmp_path / "r.json", tmp_path / "r.csv"
-    rc, out, err = _run(
+    rc, out, err = run_main(
         capsys,
         [
             "reproduce",
@@ -205,8 +176,10 @@ def test_mmqa_context_end_to_end(tmp_path, mmqa_standin, tiny_clip, tiny_encoder
     # the numbers match a direct computation of raw-cosine ranking over each question's pool
     hand = _hand_raw_recall(tiny_encoder, load_mmqa(mmqa_standin.root, pool="context"), 20)
     for subset in ("text", "image"):
-        assert _value(model, "raw", subset, "recall@20") == pytest.approx(hand[subset], abs=1e-6)
-    raw_image = _value(model, "raw", "image", "recall@5")
+        assert result_value(model, "raw", subset, "recall@20") == pytest.approx(
+            hand[subset], abs=1e-6
+        )
+    raw_image = result_value(model, "raw", "image", "recall@5")
     assert f"{raw_image:.3f}" in rows["raw"].split("|")[1]
 
     with out_csv.open(newline="") as fh:
@@ -219,7 +192,9 @@ def test_mmqa_context_end_to_end(tmp_path, mmqa_standin, tiny_clip, tiny_encoder
         if (r["method"], r["subset"], r["metric"]) == ("standardize", "image", "recall@20")
     )
     assert row["model"] == model_id
-    assert float(row["value"]) == pytest.approx(_value(model, "standardize", "image", "recall@20"))
+    assert float(row["value"]) == pytest.approx(
+        result_value(model, "standardize", "image", "recall@20")
+    )
 
 
 def test_global_pool_and_cache_reuse(
@@ -237,7 +212,7 @@ def test_global_pool_and_cache_reuse(
         cache,
         "--no-progress",
     ]
-    rc, out, err = _run(capsys, [*argv, "--json", tmp_path / "first.json"])
+    rc, out, err = run_main(capsys, [*argv, "--json", tmp_path / "first.json"])
     assert rc == 0, err
     first_calls = dict(count_encoder_calls)
     assert first_calls["text"] > 0 and first_calls["image"] > 0
@@ -250,11 +225,13 @@ def test_global_pool_and_cache_reuse(
 
     hand = _hand_raw_recall(tiny_encoder, load_mmqa(mmqa_root, pool="global"), 10)
     for subset in ("text", "image"):
-        assert _value(model, "raw", subset, "recall@10") == pytest.approx(hand[subset], abs=1e-6)
+        assert result_value(model, "raw", subset, "recall@10") == pytest.approx(
+            hand[subset], abs=1e-6
+        )
 
     # rerun: everything comes from the cache, the encoder embeds nothing, results are identical
     count_encoder_calls.update(text=0, image=0)
-    rc, out, err = _run(capsys, [*argv, "--json", tmp_path / "second.json"])
+    rc, out, err = run_main(capsys, [*argv, "--json", tmp_path / "second.json"])
     assert rc == 0, err
     assert count_encoder_calls == {"text": 0, "image": 0}
     second = json.loads((tmp_path / "second.json").read_text())
@@ -263,7 +240,7 @@ def test_global_pool_and_cache_reuse(
     assert model2["stats"]["embedded"]["new"] == 0
 
     # the context corpus is a subset of the global one: reused item by item, still no encoder call
-    rc, out, err = _run(
+    rc, out, err = run_main(
         capsys,
         [
             "reproduce",
@@ -283,7 +260,7 @@ def test_global_pool_and_cache_reuse(
 
 def test_webqa_end_to_end(tmp_path, webqa_root, tiny_clip, tiny_encoder, capsys):
     out_json = tmp_path / "w.json"
-    rc, out, err = _run(
+    rc, out, err = run_main(
         capsys,
         [
             "reproduce",
@@ -318,7 +295,9 @@ def test_webqa_end_to_end(tmp_path, webqa_root, tiny_clip, tiny_encoder, capsys)
     assert data["settings"]["ks"] == [1, 2, 5]
     hand = _hand_raw_recall(tiny_encoder, load_dataset("webqa", webqa_root), 2)
     for subset in ("text", "image"):
-        assert _value(model, "raw", subset, "recall@2") == pytest.approx(hand[subset], abs=1e-6)
+        assert result_value(model, "raw", subset, "recall@2") == pytest.approx(
+            hand[subset], abs=1e-6
+        )
 
 
 def test_models_good_and_bad(tmp_path, mmqa_root, tiny_clip, monkeypatch, capsys):
@@ -335,7 +314,7 @@ def test_models_good_and_bad(tmp_path, mmqa_root, tiny_clip, monkeypatch, capsys
         ]
     )
     out_json = tmp_path / "m.json"
-    rc, out, err = _run(
+    rc, out, err = run_main(
         capsys,
         [
             "reproduce",
@@ -393,8 +372,8 @@ def test_models_good_and_bad(tmp_path, mmqa_root, tiny_clip, monkeypatch, capsys
     for model_id, model in data["models"].items():
         row = next(line for line in out.splitlines() if line.startswith(model_id + " "))
         cells = row.split()[1:]
-        assert cells[2] == f"{_value(model, 'raw', 'image', 'recall@20'):.3f}"
-        assert cells[3] == f"{_value(model, 'standardize', 'image', 'recall@20'):.3f}"
+        assert cells[2] == f"{result_value(model, 'raw', 'image', 'recall@20'):.3f}"
+        assert cells[3] == f"{result_value(model, 'standardize', 'image', 'recall@20'):.3f}"
         gain = model["stats"]["cross_modal_gain"]
         assert cells[5] == f"{gain['absolute']:+.3f}"
         assert cells[4] == (
@@ -403,7 +382,7 @@ def test_models_good_and_bad(tmp_path, mmqa_root, tiny_clip, monkeypatch, capsys
 
 
 def test_all_models_unavailable_exits_2(tmp_path, mmqa_root, tiny_clip, capsys):
-    rc, out, err = _run(
+    rc, out, err = run_main(
         capsys,
         [
             "reproduce",
@@ -426,7 +405,7 @@ def test_all_models_unavailable_exits_2(tmp_path, mmqa_root, tiny_clip, capsys):
 
 def test_no_recognisable_dataset_exits_2(tmp_path, tiny_clip, capsys):
     (tmp_path / "notes.txt").write_text("nothing here")
-    rc, out, err = _run(capsys, ["reproduce", "--root", tmp_path, *_model_args(tiny_clip)])
+    rc, out, err = run_main(capsys, ["reproduce", "--root", tmp_path, *_model_args(tiny_clip)])
     assert rc == 2
     assert "mmgap reproduce: error: no recognisable dataset in" in err
     assert "notes.txt" in err and len(err.strip().splitlines()) == 1
@@ -438,27 +417,27 @@ def test_one_modality_and_missing_files_exit_2(tmp_path, mmqa_standin, tiny_clip
     write_jsonl_gz(
         root / "MMQA_dev.jsonl.gz", [mmqa_standin.records[q] for q in mmqa_standin.text_qids]
     )
-    rc, out, err = _run(capsys, ["reproduce", "--root", root, *_model_args(tiny_clip)])
+    rc, out, err = run_main(capsys, ["reproduce", "--root", root, *_model_args(tiny_clip)])
     assert rc == 2
     assert "mmgap reproduce: error:" in err and "has no image questions" in err
 
     (root / "MMQA_texts.jsonl.gz").unlink()
-    rc, out, err = _run(capsys, ["reproduce", "--root", root, *_model_args(tiny_clip)])
+    rc, out, err = run_main(capsys, ["reproduce", "--root", root, *_model_args(tiny_clip)])
     assert rc == 2
     assert "MMQA_texts.jsonl.gz (text passages) not found" in err
     assert len(err.strip().splitlines()) == 1
 
 
 def test_bad_arguments_exit_2(tmp_path, mmqa_root, tiny_clip, capsys):
-    rc, _, err = _run(capsys, ["reproduce", "--root", mmqa_root])
+    rc, _, err = run_main(capsys, ["reproduce", "--root", mmqa_root])
     assert rc == 2 and "name a model" in err
-    rc, _, err = _run(capsys, ["reproduce", "--root", mmqa_root, "--model", "ViT-B-32"])
+    rc, _, err = run_main(capsys, ["reproduce", "--root", mmqa_root, "--model", "ViT-B-32"])
     assert rc == 2 and "--model needs --pretrained" in err
-    rc, _, err = _run(
+    rc, _, err = run_main(
         capsys, ["reproduce", "--root", mmqa_root, *_model_args(tiny_clip), "--methods", "magic"]
     )
     assert rc == 2 and "unknown fusion method 'magic'" in err
-    rc, _, err = _run(capsys, ["reproduce", "--root", mmqa_root, "--models", "ViT-B-32"])
+    rc, _, err = run_main(capsys, ["reproduce", "--root", mmqa_root, "--models", "ViT-B-32"])
     assert rc == 2 and "expected NAME:TAG" in err
 
 
@@ -481,7 +460,7 @@ def test_encoder_failures_are_counted_and_questions_dropped(
     data.images[victim_q.gold_ids[0]].path.write_text("not an image at all")
 
     out_json = tmp_path / "c.json"
-    rc, out, err = _run(
+    rc, out, err = run_main(
         capsys,
         [
             "reproduce",
@@ -510,7 +489,7 @@ def test_encoder_failures_are_counted_and_questions_dropped(
 
 def test_caption_baseline_metadata(tmp_path, mmqa_root, tiny_clip, tiny_encoder, capsys):
     out_json = tmp_path / "cap.json"
-    rc, out, err = _run(
+    rc, out, err = run_main(
         capsys,
         [
             "reproduce",
@@ -539,7 +518,7 @@ def test_caption_baseline_metadata(tmp_path, mmqa_root, tiny_clip, tiny_encoder,
     titles = {i: ref.title.strip() for i, ref in data.images.items()}
     hand = _hand_raw_recall(tiny_encoder, data, 5, image_texts=titles)
     for subset in ("text", "image"):
-        assert _value(model, CAPTION_METHOD, subset, "recall@5") == pytest.approx(
+        assert result_value(model, CAPTION_METHOD, subset, "recall@5") == pytest.approx(
             hand[subset], abs=1e-6
         )
 

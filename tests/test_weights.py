@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import time
 from pathlib import Path
 
@@ -23,22 +22,6 @@ from _fixtures_clip import TINY_CONFIG, make_local_dir  # noqa: E402
 from mmgap_core.encoders.open_clip import OpenClipEncoder  # noqa: E402
 
 HUB_REPO = "models--laion--CLIP-ViT-B-32-laion2B-s34B-b79K"
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    """Record (and refuse) every attempt to open a connection or resolve a host name."""
-    attempts: list[str] = []
-
-    def refuse(*args, **kwargs):
-        attempts.append(repr(args[:2]))
-        raise OSError("network access attempted during a test")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    return attempts
 
 
 @pytest.fixture
