@@ -13,6 +13,9 @@ each set's own queries, ``--pool`` candidates per modality), then its per-modali
 shifted and merged with ``merge_scored``. Self-check: at ``b = 0`` every number must equal
 ``bench_quality.py``'s ``background-z`` to 1e-9, or the script stops.
 
+A last table splits ``center``'s same-modal R@10 by what a method that keeps each modality's
+cosine order (every score-only method) can reach at all (:func:`order_reach`).
+
 Run from the repository root::
 
     .venv/bin/python benchmarks/bench_tradeoff.py [--shifts=-0.1,0,0.1,0.2,0.3,0.5] [--seeds 3]
@@ -46,7 +49,7 @@ from mmgap_core.evaluation import fit_methods  # noqa: E402
 from mmgap_core.fusion import DEFAULT_METHOD, FusionMethod  # noqa: E402
 from mmgap_core.jsonio import write_json  # noqa: E402
 from mmgap_core.metrics import Qrels, evaluate_ranking  # noqa: E402
-from mmgap_core.mining import topk_per_modality  # noqa: E402
+from mmgap_core.mining import ModalityTopK, topk_per_modality  # noqa: E402
 from mmgap_core.simulator import PROFILES  # noqa: E402
 
 SHIFTED = "shifted-default"
@@ -66,8 +69,10 @@ class OwnModalityShift(FusionMethod):
         return out
 
 
-def fit_default(s: EvalSet, pool: int) -> tuple[FusionMethod, CandidateBatch]:
-    """The default method fitted as ``evaluate_candidates`` fits it, and the set's candidates.
+def fit_default(
+    s: EvalSet, pool: int, methods=(DEFAULT_METHOD,)
+) -> tuple[dict[str, FusionMethod], CandidateBatch, ModalityTopK]:
+    """``methods`` fitted as ``evaluate_candidates`` fits them, the candidates and their lists.
 
     The pool is capped at the smallest modality's size, as in ``evaluate_set``.
     """
@@ -80,10 +85,67 @@ def fit_default(s: EvalSet, pool: int) -> tuple[FusionMethod, CandidateBatch]:
         s.corpus,
         s.labels,
         qrels,
-        [DEFAULT_METHOD],
+        list(methods),
         query_modality=s.query_modality,
     )
-    return fusers[DEFAULT_METHOD], CandidateBatch.from_topk(retrieved, s.query_modality)
+    batch = CandidateBatch.from_topk(
+        retrieved, s.query_modality, query_embeddings=s.queries, corpus=s.corpus
+    )
+    return fusers, batch, retrieved
+
+
+def order_reach(s: EvalSet, fusers: dict, batch: CandidateBatch, retrieved: ModalityTopK):
+    """Same-modal R@10 split by what a method that keeps each modality's cosine order can reach.
+
+    Every score-only method (the default, ``standardize``, ``zscore-per-query``, ``minmax``,
+    ``rrf``) keeps each modality's cosine order, so it cannot rank a same-modal relevant item
+    higher than its rank among its own modality's cosines. ``center`` re-scores candidates with
+    their embeddings and can. ``None`` for a set without same-modal queries.
+
+    Returns
+    -------
+    dict or None
+        ``ceiling``: share of same-modal queries whose relevant item is in its own modality's
+        cosine top 10 (the most an order-keeping method can reach); ``center``: center's R@10;
+        ``center_beyond``: share center gets in its top 10 from beyond that cosine top 10;
+        ``center_within``: ``center - center_beyond``; ``default``: the default's R@10.
+    """
+    same = s.labels[s.relevant] == s.query_modality
+    if not same.any():
+        return None
+    rel = s.relevant[same, None]
+    own, _ = retrieved.of(s.query_modality)
+    within = (own[same, :10] == rel).any(axis=1)
+    top10 = {
+        name: (fusers[name].fuse(batch, 10).ids[same] == rel).any(axis=1)
+        for name in (DEFAULT_METHOD, "center")
+    }
+    return {
+        "ceiling": float(within.mean()),
+        "center": float(top10["center"].mean()),
+        "center_beyond": float((top10["center"] & ~within).mean()),
+        "center_within": float((top10["center"] & within).mean()),
+        "default": float(top10[DEFAULT_METHOD].mean()),
+    }
+
+
+def reach_table(reach: dict) -> str:
+    """One line per set with same-modal queries (see :func:`order_reach`)."""
+    lines = [
+        "\nSame-modal R@10: what keeping each modality's cosine order allows (see order_reach)",
+        f"  {'set':<32}{'ceiling':>9}{'center':>8}{'beyond':>8}{'within':>8}"
+        f"{DEFAULT_METHOD:>14}{'vs center':>11}{'vs within':>11}",
+    ]
+    for name, r in reach.items():
+        if r is None:
+            continue
+        ok_all = "met" if r["default"] >= r["center"] - 0.01 else "missed"
+        ok_within = "met" if r["default"] >= r["center_within"] - 0.01 else "missed"
+        lines.append(
+            f"  {name:<32}{r['ceiling']:>9.3f}{r['center']:>8.3f}{r['center_beyond']:>8.3f}"
+            f"{r['center_within']:>8.3f}{r['default']:>14.3f}{ok_all:>11}{ok_within:>11}"
+        )
+    return "\n".join(lines)
 
 
 def score_parts(s: EvalSet, fuser: FusionMethod, batch: CandidateBatch) -> dict:
@@ -131,15 +193,24 @@ def main(argv=None) -> int:
 
     t0 = time.perf_counter()
     sets = coco_sets() + simulator_sets(list(PROFILES), args.seeds)
-    base, shifted = {}, {b: {} for b in shifts}
+    base, shifted, reach = {}, {b: {} for b in shifts}, {}
     for s in sets:
         base[s.name] = evaluate_set(s, [*BASELINES, DEFAULT_METHOD], args.pool)
-        method, batch = fit_default(s, args.pool)
+        fusers, batch, retrieved = fit_default(s, args.pool, (DEFAULT_METHOD, "center"))
+        method = fusers[DEFAULT_METHOD]
         self_check(
             s.name,
             score_parts(s, OwnModalityShift(method, 0.0), batch),
             base[s.name][DEFAULT_METHOD],
         )
+        reach[s.name] = order_reach(s, fusers, batch, retrieved)
+        for name in ("center", DEFAULT_METHOD):  # order_reach counts hits as the harness does
+            key = "default" if name == DEFAULT_METHOD else name
+            ref = base[s.name][name]["same"].get("recall@10")
+            if reach[s.name] is not None and abs(reach[s.name][key] - ref) > 1e-9:
+                raise SystemExit(
+                    f"self-check: {s.name} {name} same R@10 {reach[s.name][key]} {ref}"
+                )
         for b in shifts:
             shifted[b][s.name] = score_parts(s, OwnModalityShift(method, b), batch)
     print(
@@ -179,6 +250,7 @@ def main(argv=None) -> int:
             same = r["same"].get("recall@10") if res["_n"]["same"] else None
             line += f"{cell(r['cross']['recall@10'], same, marks[b, name]):>14}"
         print(line)
+    print(reach_table(reach))
     print(f"\n({time.perf_counter() - t0:.0f} s)")
     if args.json:
         out = {
@@ -187,6 +259,7 @@ def main(argv=None) -> int:
             "seeds": args.seeds,
             "baselines": base,
             "shifts": {f"{b:g}": {**summary[b], "results": shifted[b]} for b in shifts},
+            "same_modal_order_reach": reach,
         }
         write_json(args.json, out)
         print(f"wrote {args.json}")
