@@ -26,202 +26,30 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Mapping
-from functools import lru_cache
-from statistics import NormalDist
 
 import numpy as np
 
-from ._validation import int_at_least, positive_int
+from ._validation import positive_int
+from .background_math import (
+    FIRST_BACKGROUND_RANK,
+    as_lists,
+    background_location,
+    checked_lists,
+    normal_order_scores,
+    row_offsets,
+    row_slopes,
+    row_z,
+    scaled_offsets,
+    z_scores,
+)
 
 
 FORMAT_NAME = "mmgap.background_scale"
 FORMAT_VERSION = 1
-FIRST_BACKGROUND_RANK = 2  # rank 1 may be the relevant item: it never sets the background
-MIN_SCALE = 1e-6  # a list with no spread (all scores equal) gets this scale, not zero
 
 Key = tuple[str, str]  # (query modality, candidate modality)
 
-__all__ = ["BackgroundScale", "FIRST_BACKGROUND_RANK", "normal_order_scores"]
-
-
-@lru_cache(maxsize=512)
-def _order_scores(n_items: int, k: int) -> np.ndarray:
-    inv = NormalDist().inv_cdf
-    ranks = np.minimum(np.arange(1, k + 1), n_items)
-    out = np.array([inv(1.0 - (r - 0.375) / (n_items + 0.25)) for r in ranks.tolist()])
-    out.setflags(write=False)
-    return out
-
-
-@lru_cache(maxsize=256)
-def _offsets(scales: tuple[float, ...], sizes: tuple[int, ...], k: int, rows_each: int):
-    """``([R, 1] scales, [R, k] scale * a_r)`` of keys stacked ``rows_each`` rows apiece.
-
-    Read-only and cached per (scales, corpus sizes, k): a search reuses them.
-    """
-    scale_col = np.repeat(np.asarray(scales, dtype=np.float64), rows_each)[:, None]
-    rows = [s * _order_scores(n, k)[None, :] for s, n in zip(scales, sizes)]
-    offsets = np.repeat(np.concatenate(rows), rows_each, axis=0)
-    scale_col.setflags(write=False)
-    offsets.setflags(write=False)
-    return scale_col, offsets
-
-
-def normal_order_scores(n_items: int, k: int) -> np.ndarray:
-    """Expected ``r``-th largest of ``n_items`` standard normal draws, for ``r = 1..k``.
-
-    Parameters
-    ----------
-    n_items : int
-        Number of draws (the modality's corpus size), at least 1.
-    k : int
-        Number of ranks wanted; ranks beyond ``n_items`` repeat the last one.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``[k]`` float64, decreasing (read-only, cached).
-
-    Notes
-    -----
-    Blom's approximation ``Phi^-1(1 - (r - 0.375) / (n + 0.25))``, accurate to about 0.01 here.
-    """
-    return _order_scores(positive_int(n_items, "n_items"), int_at_least(k, "k", 0))
-
-
-def _as_lists(scores, name: str) -> np.ndarray:
-    """Best-first score lists ``[Q, k]`` as float64; ``-inf`` pads short rows at their end."""
-    return _checked_lists(scores, name)[0]
-
-
-def _checked_lists(scores, name: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """:func:`_as_lists` and the ``[Q, k]`` mask of real scores (``None``: every score is real).
-
-    One ``isfinite`` pass serves the common case of full rows; the padding checks run only when a
-    row is short.
-    """
-    arr = np.asarray(scores, dtype=np.float64)
-    if arr.ndim != 2:
-        raise ValueError(f"{name}: expected best-first score lists [n_queries, k], got {arr.shape}")
-    valid = np.isfinite(arr)
-    # count_nonzero, not .all()/.any(): a search's lists are tiny, and a ufunc reduction's set-up
-    # costs more than the pass.
-    full = np.count_nonzero(valid) == valid.size
-    if not full and (np.isnan(arr).any() or np.isposinf(arr).any()):
-        raise ValueError(f"{name}: scores contain NaN or +inf")
-    if arr.shape[1] > 1:
-        # Padding only at the end of a row, and scores non-increasing (float noise tolerated).
-        if full:
-            if np.count_nonzero((arr[:, 1:] - arr[:, :-1]) > 1e-6):
-                raise ValueError(f"{name}: each row must be sorted best first (descending scores)")
-        else:
-            if (~valid[:, :-1] & valid[:, 1:]).any():
-                raise ValueError(f"{name}: -inf padding must come after every real score in a row")
-            both = valid[:, :-1] & valid[:, 1:]
-            filled = np.where(valid, arr, 0.0)
-            if (np.where(both, filled[:, 1:] - filled[:, :-1], 0.0) > 1e-6).any():
-                raise ValueError(f"{name}: each row must be sorted best first (descending scores)")
-    return arr, None if full else valid
-
-
-def row_slopes(lists: np.ndarray, n_items: int) -> np.ndarray:
-    """Per-row least-squares slope of scores against normal order scores, over ranks 2..k.
-
-    Rows with fewer than three real scores give no slope and are left out.
-    """
-    k = lists.shape[1]
-    a = normal_order_scores(n_items, k)
-    lengths = np.isfinite(lists).sum(axis=1)
-    out = []
-    for length in np.unique(lengths):
-        if length < FIRST_BACKGROUND_RANK + 1:
-            continue
-        rows = lists[lengths == length, FIRST_BACKGROUND_RANK - 1 : length]
-        x = a[FIRST_BACKGROUND_RANK - 1 : length]
-        xc = x - x.mean()
-        denom = float(xc @ xc)
-        if denom <= 0:  # all ranks clamped to n_items: no spread to fit
-            continue
-        out.append((rows - rows.mean(axis=1, keepdims=True)) @ xc / denom)
-    if not out:
-        return np.empty(0)
-    return np.maximum(np.concatenate(out), MIN_SCALE)
-
-
-def background_location(lists: np.ndarray, scale: float, n_items: int) -> np.ndarray:
-    """Each row's background location ``mu``: median of ``s_r - scale * a_r`` over ranks 2..k.
-
-    A row with one real score puts it at the expected best background score (``z = a_1``); a row
-    with none gets ``nan``.
-
-    Parameters
-    ----------
-    lists : numpy.ndarray
-        ``[Q, k]`` float64 best-first scores, ``-inf`` padding at the end of a row.
-    scale : float
-        The background scale ``sigma`` of the key.
-    n_items : int
-        Corpus size of the candidate modality (at least ``k``).
-
-    Returns
-    -------
-    numpy.ndarray
-        ``[Q]`` float64 locations.
-    """
-    valid = np.isfinite(lists)
-    a = normal_order_scores(n_items, lists.shape[1])
-    return _location(lists, scale * a[None, :], None if valid.all() else valid)
-
-
-def _location(lists: np.ndarray, offsets: np.ndarray, valid: np.ndarray | None):
-    """:func:`background_location` given ``scale * a_r`` (``[1 or Q, k]``); ``valid=None``: full."""
-    q, k = lists.shape
-    resid = lists - offsets
-    if valid is None or k == 0:
-        # Every row is full (the usual case): one group of length k, no per-length loop.
-        if k == 0:
-            return np.full(q, np.nan)
-        if k < FIRST_BACKGROUND_RANK:
-            return resid[:, 0].copy()
-        return _row_median(resid[:, FIRST_BACKGROUND_RANK - 1 :])
-    lengths = valid.sum(axis=1)
-    mu = np.full(q, np.nan)
-    for length in np.unique(lengths).tolist():
-        if length == 0:
-            continue
-        rows = lengths == length
-        if length < FIRST_BACKGROUND_RANK:
-            mu[rows] = resid[rows, 0]
-        else:
-            mu[rows] = _row_median(resid[rows, FIRST_BACKGROUND_RANK - 1 : length])
-    return mu
-
-
-def _row_median(x: np.ndarray) -> np.ndarray:
-    """``np.median(x, axis=1)`` of finite rows, bit for bit, without its generic overhead.
-
-    ``x`` is a temporary of the caller's: it is partitioned in place.
-    """
-    n = x.shape[1]
-    half = n // 2
-    if n % 2:
-        x.partition(half, axis=1)
-        return x[:, half] + 0.0  # + 0.0: np.median's -0.0 -> 0.0
-    x.partition((half - 1, half), axis=1)
-    return np.mean(x[:, half - 1 : half + 1], axis=1)  # np.median's own mean of the middle two
-
-
-def _z_scores(arr: np.ndarray, valid, scale, offsets: np.ndarray) -> np.ndarray:
-    """Background z of best-first rows: ``(s - mu) / scale``, ``-inf`` where ``valid`` is False.
-
-    ``scale`` is a float or a ``[Q, 1]`` column, ``offsets`` is ``scale * a_r`` (``[1 or Q, k]``).
-    """
-    mu = _location(arr, offsets, valid)
-    if valid is None:  # full rows: every score and location is finite
-        return (arr - mu[:, None]) / scale
-    with np.errstate(invalid="ignore"):
-        z = (arr - mu[:, None]) / scale
-    return np.where(valid, z, -np.inf)
+__all__ = ["BackgroundScale", "FIRST_BACKGROUND_RANK", "background_location", "normal_order_scores"]
 
 
 class BackgroundScale:
@@ -299,7 +127,7 @@ class BackgroundScale:
             if m not in corpus_sizes:
                 raise ValueError(f"corpus_sizes: no size for candidate modality {m!r}")
             n = positive_int(corpus_sizes[m], f"corpus_sizes[{m!r}]: corpus size")
-            slopes = row_slopes(_as_lists(arr, f"lists[{m!r}]"), n)
+            slopes = row_slopes(as_lists(arr, f"lists[{m!r}]"), n)
             self.corpus_sizes_[m] = n
             self.query_modalities_.add(query_modality)
             if slopes.size == 0:
@@ -379,13 +207,13 @@ class BackgroundScale:
             ``[Q, k]`` float64 z-scores, ``-inf`` where the input is padding. Order within a row is
             kept.
         """
-        arr, valid = _checked_lists(lists, f"{candidate_modality} candidates")
+        arr, valid = checked_lists(lists, f"{candidate_modality} candidates")
         sigma = self.scale(candidate_modality, query_modality)
         if n_items is None:
             n_items = self.corpus_sizes_.get(candidate_modality)
         n = positive_int(n_items, f"corpus size of {candidate_modality!r}")
         n = max(n, arr.shape[1])
-        return _z_scores(arr, valid, sigma, _offsets((sigma,), (n,), arr.shape[1], 1)[1])
+        return z_scores(arr, valid, sigma, scaled_offsets((sigma,), (n,), arr.shape[1], 1)[1])
 
     def transform_full(
         self, lists: Mapping[str, np.ndarray], query_modality: str, n_items: Mapping[str, int]
@@ -399,25 +227,59 @@ class BackgroundScale:
         """
         arrs = list(lists.values())
         shape = arrs[0].shape
-        scales, ns = [], []
-        for m, a in lists.items():
-            n = n_items.get(m)
-            n = self.corpus_sizes_.get(m) if n is None else n
-            fitted = (query_modality, m) in self.count_
-            if a.shape != shape or not fitted or type(n) is not int or n < 1 or not shape[0]:
-                return None
-            scales.append(self.scale(m, query_modality))
-            ns.append(max(n, shape[1]))
+        if not shape[0] or any(a.shape != shape for a in arrs):
+            return None
+        plan = self._one_pass_plan(lists, shape[1], query_modality, n_items)
+        if plan is None:
+            return None
         try:
-            arr, valid = _checked_lists(np.concatenate(arrs), "candidates")
+            arr, valid = checked_lists(np.concatenate(arrs), "candidates")
         except ValueError:
             return None
         if valid is not None:
             return None
         n_q, k = shape
-        scale_col, offsets = _offsets(tuple(scales), tuple(ns), k, n_q)
-        z = _z_scores(arr, None, scale_col, offsets)
+        scale_col, offsets = scaled_offsets(*plan, k, n_q)
+        z = z_scores(arr, None, scale_col, offsets)
         return {m: z[i * n_q : (i + 1) * n_q] for i, m in enumerate(lists)}
+
+    def transform_row(
+        self, lists: Mapping[str, list[float]], query_modality: str, n_items: Mapping[str, int]
+    ) -> dict[str, list[float]] | None:
+        """:meth:`transform_full` of one query's lists of Python floats, bit for bit, without numpy.
+
+        A search fuses one query, right after the store's query, when numpy's code is out of the
+        CPU caches: plain Python costs a fraction there. ``None`` where :meth:`transform_full`
+        would give ``None``, and for lists of fewer than two scores.
+        """
+        rows = list(lists.values())
+        k = len(rows[0]) if rows else 0
+        if k < FIRST_BACKGROUND_RANK or any(len(r) != k for r in rows):
+            return None
+        plan = self._one_pass_plan(lists, k, query_modality, n_items)
+        if plan is None:
+            return None
+        for r in rows:  # checked_lists' rule: finite, and no score above the one before it
+            if not all(map(math.isfinite, r)) or any(b - a > 1e-6 for a, b in zip(r, r[1:])):
+                return None
+        scales = plan[0]
+        offsets = row_offsets(*plan, k)
+        return {m: row_z(r, offsets[i], scales[i]) for i, (m, r) in enumerate(lists.items())}
+
+    def _one_pass_plan(self, lists, k: int, query_modality: str, n_items: Mapping[str, int]):
+        """``(scales, corpus sizes)`` of the keys of ``lists``, ``None`` if one is not plain.
+
+        Not plain: a key with no fitted scale, or a corpus size that is not a positive int.
+        """
+        scales, ns = [], []
+        for m in lists:
+            n = n_items.get(m)
+            n = self.corpus_sizes_.get(m) if n is None else n
+            if (query_modality, m) not in self.count_ or type(n) is not int or n < 1:
+                return None
+            scales.append(self.scale(m, query_modality))
+            ns.append(max(n, k))
+        return tuple(scales), tuple(ns)
 
     # ------------------------------------------------------------------ persistence
     def to_dict(self) -> dict:

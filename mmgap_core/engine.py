@@ -361,14 +361,17 @@ class RetrievalEngine:
         if not live:
             raise ValueError("the store is empty: index texts and images before searching")
         fuser = self._fuser(method_cls, method, qmod, live, notes, counts)
+        ks = {m: min(kpm, counts[m]) for m in live}
         hits = self.store.query_per_modality(
-            vec,
-            {m: min(kpm, counts[m]) for m in live},
-            where=where,
-            include_embeddings=fuser.needs_candidate_embeddings,
+            vec, ks, where=where, include_embeddings=fuser.needs_candidate_embeddings
         )
-        fused = fuser.fuse(CandidateBatch.from_hits(hits, qmod, vec), k)
-        result = SearchResult.from_ranking(fused, hits, method, qmod, notes)
+        raw = {m: h.scores[0].tolist() for m, h in hits.items()}
+        ranked = fuser.fuse_one(raw, qmod, k)  # the method's plain-Python shortcut, if it has one
+        if ranked is not None:
+            result = SearchResult.from_ranked(ranked, list(hits), hits, method, qmod, notes, raw)
+        else:
+            fused = fuser.fuse(CandidateBatch.from_hits(hits, qmod, vec), k)
+            result = SearchResult.from_ranking(fused, hits, method, qmod, notes)
         # A filtered search sees a subset of the corpus: it would bias the running statistics.
         uses_stats = fuser.needs_standardizer or fuser.needs_background_scale
         if self.online_calibration and uses_stats and where is None:

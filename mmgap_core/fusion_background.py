@@ -12,7 +12,7 @@ import numpy as np
 
 from .background import BackgroundScale
 from .candidates import CandidateBatch
-from .fusion_base import FusionMethod
+from .fusion_base import FusionMethod, Ranked, merge_row
 from .stats import ModalityStandardizer
 
 __all__ = ["MIN_BACKGROUND_LIST", "BackgroundZFusion"]
@@ -88,3 +88,16 @@ class BackgroundZFusion(FusionMethod):
                 z = self.standardizer.transform(c.scores[short], m, batch.query_modality)
                 out[m][short] = np.where(c.valid[short], z, -np.inf)
         return out
+
+    def fuse_one(
+        self, scores: Mapping[str, list[float]], query_modality: str, k: int
+    ) -> Ranked | None:
+        """:meth:`fuse` of one query's full lists, bit for bit, in plain Python (or ``None``).
+
+        See :meth:`BackgroundScale.transform_row` and :func:`merge_row`; anything unusual (a short
+        list, padding, a tie across modalities) is left to :meth:`fuse`.
+        """
+        if any(len(s) < MIN_BACKGROUND_LIST for s in scores.values()):
+            return None
+        z = self.scale.transform_row(scores, query_modality, self.corpus_sizes)
+        return None if z is None else merge_row(z, k)

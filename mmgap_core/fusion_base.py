@@ -2,10 +2,12 @@
 
 :class:`FusionMethod` is the base of every method; :func:`merge_scored` turns its per-modality
 scores into one :class:`FusedRanking`, breaking ties without favouring a modality.
+:func:`merge_row` is its plain-Python form for one query without ties, which a search uses.
 """
 
 from __future__ import annotations
 
+import math
 import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -17,7 +19,7 @@ import numpy as np
 from ._validation import positive_int
 from .candidates import CandidateBatch
 
-__all__ = ["FusedRanking", "FusionMethod", "merge_scored", "tie_break_keys"]
+__all__ = ["FusedRanking", "FusionMethod", "merge_row", "merge_scored", "tie_break_keys"]
 
 
 @dataclass
@@ -167,6 +169,33 @@ def merge_scored(
     return FusedRanking(out_ids, out_sc, out_codes, list(mods))
 
 
+Ranked = list[tuple[int, float, int]]  # (position in its list, score, modality code), best first
+
+
+def merge_row(scores: Mapping[str, list[float]], k: int) -> Ranked | None:
+    """:func:`merge_scored` of one query's full lists of Python floats, bit for bit, without numpy.
+
+    A search merges one query's few dozen scores, where numpy's per-call set-up costs more than
+    the sort. ``None`` when two modalities tie exactly on a score (merge_scored's per-query coin
+    decides those) or a score is not finite: merge with :func:`merge_scored` then.
+
+    Returns
+    -------
+    list of (int, float, int) or None
+        The top ``k``: each item's position in its modality's list, its score, and its
+        modality's index in ``scores``.
+    """
+    items = [
+        (s, code, pos) for code, row in enumerate(scores.values()) for pos, s in enumerate(row)
+    ]
+    if not all(math.isfinite(t[0]) for t in items):
+        return None
+    items.sort(key=lambda t: -t[0])  # stable, as merge_scored's sort: equal scores keep list order
+    if any(a[0] == b[0] and a[1] != b[1] for a, b in zip(items, items[1:])):
+        return None
+    return [(pos, s, code) for s, code, pos in items[:k]]
+
+
 class FusionMethod(ABC):
     """One way of putting scores of different modalities on one scale.
 
@@ -208,6 +237,15 @@ class FusionMethod(ABC):
 
     def fuse(self, batch: CandidateBatch, k: int | None = None) -> FusedRanking:
         return merge_scored(batch, self.score(batch), k)
+
+    def fuse_one(self, scores: Mapping[str, list[float]], query_modality: str, k: int):
+        """:meth:`fuse` of one query's full lists of raw cosines (Python floats), or ``None``.
+
+        A method may give a plain-Python shortcut for a search's single query that returns what
+        :meth:`fuse` would, bit for bit, as :func:`merge_row`'s list; ``None`` (the default, and
+        wherever the shortcut does not apply) means: build a batch and call :meth:`fuse`.
+        """
+        return None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"

@@ -7,7 +7,7 @@ UTF-8 bytes, an image file's bytes, and for a multimodal document both (:func:`d
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -115,21 +115,56 @@ class SearchResult:
         -------
         SearchResult
         """
-        # Each modality's first row as plain Python values: iterating numpy scalars costs more
-        # than the fusion itself here.
-        rows = {
-            m: (h.ids[0], h.scores[0].tolist(), h.documents[0], h.uris[0], h.metadatas[0])
-            for m, h in hits.items()
-        }
-        mods = fused.modalities
-        out = []
         ranked = zip(
             fused.ids[0].tolist(), fused.scores[0].tolist(), fused.modality_codes[0].tolist()
         )
+        return cls.from_ranked(ranked, fused.modalities, hits, method, query_modality, warnings)
+
+    @classmethod
+    def from_ranked(
+        cls,
+        ranked: Iterable[tuple[int, float, int]],
+        modalities: Sequence[str],
+        hits: Mapping[str, ModalityHits],
+        method: str,
+        query_modality: str,
+        warnings: list[str],
+        raw_scores: Mapping[str, list[float]] | None = None,
+    ) -> SearchResult:
+        """The hits of a single query's merged ranking given as plain values.
+
+        Parameters
+        ----------
+        ranked : iterable of (int, float, int)
+            Best first: each item's position in its modality's hit row (``-1`` ends the list),
+            its fused score and its modality's index in ``modalities``.
+        modalities : sequence of str
+        hits, method, query_modality, warnings
+            As for :meth:`from_ranking`.
+        raw_scores : mapping of str to list of float, optional
+            Each modality's first hit row of scores as Python floats, if the caller has them.
+
+        Returns
+        -------
+        SearchResult
+        """
+        # Each modality's first row as plain Python values: iterating numpy scalars costs more
+        # than the fusion itself here.
+        rows = {
+            m: (
+                h.ids[0],
+                raw_scores[m] if raw_scores is not None else h.scores[0].tolist(),
+                h.documents[0],
+                h.uris[0],
+                h.metadatas[0],
+            )
+            for m, h in hits.items()
+        }
+        out = []
         for rank, (pos, score, code) in enumerate(ranked, 1):
             if pos < 0:
                 break
-            m = mods[code]
+            m = modalities[code]
             ids, raw, docs, uris, metas = rows[m]
             meta = dict(metas[pos] or {})
             meta.pop(BATCH_KEY, None)
