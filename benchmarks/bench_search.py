@@ -148,9 +148,10 @@ def engine_own_work(engine, store, queries: np.ndarray, args) -> dict[str, float
 def fusion_costs(engine, store, queries: np.ndarray, args) -> dict[str, dict[str, float]]:
     """Per fusion method, µs per query to fuse 2 x ``fusion_k`` store candidates to the top ``k``.
 
-    ``single``: one query a call (what ``engine.search`` does); ``batched``: all queries in one
+    ``single``: one query a call, through a batch; ``batched``: all queries in one
     call, divided by their number. ``standardize-gold`` costs what ``standardize`` does (it needs
-    labelled pairs, so it is not run here).
+    labelled pairs, so it is not run here). ``NAME (fuse_one)``: the plain-Python single-query
+    shortcut ``engine.search`` takes, for methods that have one.
     """
     from mmgap_core.candidates import CandidateBatch
     from mmgap_core.fusion import METHOD_NAMES, make_method
@@ -160,9 +161,10 @@ def fusion_costs(engine, store, queries: np.ndarray, args) -> dict[str, dict[str
     qmod, kf = args.query_modality, args.fusion_k
     hits = store.query_per_modality(queries, {"text": kf, "image": kf}, include_embeddings=True)
     batch = CandidateBatch.from_hits(hits, qmod, queries)
-    singles = []
+    singles, hit_rows = [], []
     for i in range(len(queries)):
         one = {m: _hits_row(h, i) for m, h in hits.items()}
+        hit_rows.append(one)
         singles.append(CandidateBatch.from_hits(one, qmod, queries[i : i + 1]))
     out = {}
     for name in METHOD_NAMES:
@@ -187,6 +189,15 @@ def fusion_costs(engine, store, queries: np.ndarray, args) -> dict[str, dict[str
             method.fuse(batch, args.k)
         batched_us = (time.perf_counter() - t0) / (3 * len(queries)) * 1e6
         out[name] = {"single_us": single_us, "batched_us": batched_us}
+        # The plain-Python shortcut a search takes (FusionMethod.fuse_one), if the method has one.
+        rows = [{m: h.scores[0].tolist() for m, h in one.items()} for one in hit_rows]
+        if method.fuse_one(rows[0], qmod, args.k) is not None:
+            t0 = time.perf_counter()
+            for _ in range(3):
+                for r in rows:
+                    method.fuse_one(r, qmod, args.k)
+            one_us = (time.perf_counter() - t0) / (3 * len(rows)) * 1e6
+            out[f"{name} (fuse_one)"] = {"single_us": one_us, "batched_us": float("nan")}
     return out
 
 
