@@ -189,3 +189,15 @@ def test_a_result_from_plain_values_is_the_result_from_a_ranking(scale):
         )
         assert got.hits == want.hits and got.warnings == want.warnings
     assert [type(h.score) for h in want.hits] == [float] * 6
+
+
+def test_fuse_one_leaves_long_lists_to_numpy(scale):
+    from mmgap_core.fusion_background import MAX_ONE_QUERY_CANDIDATES
+
+    rng = np.random.default_rng(11)
+    fusion = BackgroundZFusion(scale, SIZES)
+    half = MAX_ONE_QUERY_CANDIDATES // 2
+    at_limit = {m: sorted_row(rng, half, 0.1 * j) for j, m in enumerate(MODS)}
+    assert_same_ranking(fusion.fuse_one(at_limit, "text", 10), fusion.fuse(as_batch(at_limit), 10))
+    over = {m: sorted_row(rng, half + 1, 0.1 * j) for j, m in enumerate(MODS)}
+    assert fusion.fuse_one(over, "text", 10) is None
