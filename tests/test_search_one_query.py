@@ -201,3 +201,10 @@ def test_fuse_one_leaves_long_lists_to_numpy(scale):
     assert_same_ranking(fusion.fuse_one(at_limit, "text", 10), fusion.fuse(as_batch(at_limit), 10))
     over = {m: sorted_row(rng, half + 1, 0.1 * j) for j, m in enumerate(MODS)}
     assert fusion.fuse_one(over, "text", 10) is None
+
+
+@pytest.mark.parametrize("modality", MODS)
+def test_fuse_one_of_a_single_modality_is_fuse(scale, modality):
+    rows = {modality: sorted_row(np.random.default_rng(12), 12)}
+    fusion = BackgroundZFusion(scale, SIZES)
+    assert_same_ranking(fusion.fuse_one(rows, "text", 5), fusion.fuse(as_batch(rows), 5))
