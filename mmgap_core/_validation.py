@@ -150,6 +150,8 @@ def int_at_least(value, name: str, minimum: int) -> int:
 
     Raises ``ValueError`` naming ``name`` otherwise.
     """
+    if type(value) is int and value >= minimum:  # the usual case, checked first: a search's k
+        return value
     if (
         isinstance(value, (bool, np.bool_))
         or not isinstance(value, (int, np.integer))

@@ -326,9 +326,8 @@ class RetrievalEngine:
         -------
         SearchResult
         """
-        if type(k) is not int or k < 1:  # a plain positive int needs no conversion
-            k = positive_int(k, "k")
-        if k_per_modality is not None and (type(k_per_modality) is not int or k_per_modality < 1):
+        k = positive_int(k, "k")
+        if k_per_modality is not None:
             k_per_modality = positive_int(k_per_modality, "k_per_modality")
         kpm = k_per_modality or max(k, DEFAULT_K_PER_MODALITY)
         if embedding is not None:

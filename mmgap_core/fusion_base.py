@@ -117,7 +117,7 @@ def merge_scored(
     -------
     FusedRanking
     """
-    if k is not None and (type(k) is not int or k < 1):
+    if k is not None:
         k = positive_int(k, "k")
     mods = batch.modalities
     lists = [batch.lists[m] for m in mods]

@@ -184,11 +184,7 @@ class StoreReader:
             missing = [m for m in mods if m not in k_per_modality]
             if missing:
                 raise ValueError(f"k_per_modality has no k for modalities {missing}")
-            ks = {}
-            for m in mods:
-                k = k_per_modality[m]
-                # A plain positive int needs no conversion (nor a name for the error).
-                ks[m] = k if type(k) is int and k > 0 else positive_int(k, f"k_per_modality[{m!r}]")
+            ks = {m: positive_int(k_per_modality[m], f"k_per_modality[{m!r}]") for m in mods}
         else:
             ks = dict.fromkeys(mods, positive_int(k_per_modality, "k_per_modality"))
         q = self._query_matrix(embeddings)
