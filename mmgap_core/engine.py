@@ -115,7 +115,7 @@ class RetrievalEngine:
         self._counts_cache: tuple[dict[str, int], float, int] | None = None
         self._writes = 0
         self._last_growth_warning: list[str] = []
-        self._fuser_cache: tuple | None = None  # (what _fuser built it from, fusion method)
+        self._fuser_cache: tuple | None = None  # (what it was built from, method, its name)
         data = self.store.load_calibration()
         if data is not None:
             self._set_calibration(CalibrationRecord.from_dict(data))
@@ -453,16 +453,16 @@ class RetrievalEngine:
         bg = record.background if record is not None else None
         means = record.center_means if cls.needs_center_means else None
         # A method reads no more than these objects and whether they are fitted: one built from
-        # the same ones is reused (a search then builds nothing).
+        # the same ones (and the same method name, an equal string) is reused.
         fitted = (std is not None and std.is_fitted, bg is not None and bg.is_fitted)
-        key = (method, std, bg, means, counts, *fitted)
+        key = (std, bg, means, counts, *fitted)
         cached = self._fuser_cache
-        if cached is not None and all(map(operator.is_, cached[0], key)):
+        if cached is not None and cached[2] == method and all(map(operator.is_, cached[0], key)):
             return cached[1]
         fuser = make_method(
             method, standardizer=std, center_means=means, background_scale=bg, corpus_sizes=counts
         )
-        self._fuser_cache = (key, fuser)
+        self._fuser_cache = (key, fuser, method)
         return fuser
 
     def _online_update(

@@ -292,6 +292,8 @@ def test_search_reuses_its_fusion_method_until_what_it_was_built_from_changes(ve
     fuser = engine._fuser_cache[1]
     assert engine.search(embedding=q, k=5).hits == first.hits
     assert engine._fuser_cache[1] is fuser  # reused
+    engine.search(embedding=q, k=5, method="".join(["background", "-z"]))
+    assert engine._fuser_cache[1] is fuser  # an equal name built elsewhere: reused
     engine.search(embedding=q, k=5, method="raw")
     assert engine._fuser_cache[1] is not fuser  # another method
     engine.search(embedding=q, k=5)
