@@ -370,7 +370,7 @@ class RetrievalEngine:
             result = SearchResult.from_ranked(ranked, list(hits), hits, method, qmod, notes, raw)
         else:
             fused = fuser.fuse(CandidateBatch.from_hits(hits, qmod, vec), k)
-            result = SearchResult.from_ranking(fused, hits, method, qmod, notes)
+            result = SearchResult.from_ranking(fused, hits, method, qmod, notes, raw)
         # A filtered search sees a subset of the corpus: it would bias the running statistics.
         uses_stats = fuser.needs_standardizer or fuser.needs_background_scale
         if self.online_calibration and uses_stats and where is None:

@@ -98,6 +98,7 @@ class SearchResult:
         method: str,
         query_modality: str,
         warnings: list[str],
+        raw_scores: Mapping[str, list[float]] | None = None,
     ) -> SearchResult:
         """The hits of a single query's merged ranking.
 
@@ -110,6 +111,8 @@ class SearchResult:
             The store's answer the ranking was fused from.
         method, query_modality : str
         warnings : list of str
+        raw_scores : mapping of str to list of float, optional
+            Each modality's first hit row of scores as Python floats, if the caller has them.
 
         Returns
         -------
@@ -118,7 +121,9 @@ class SearchResult:
         ranked = zip(
             fused.ids[0].tolist(), fused.scores[0].tolist(), fused.modality_codes[0].tolist()
         )
-        return cls.from_ranked(ranked, fused.modalities, hits, method, query_modality, warnings)
+        return cls.from_ranked(
+            ranked, fused.modalities, hits, method, query_modality, warnings, raw_scores
+        )
 
     @classmethod
     def from_ranked(
@@ -139,10 +144,8 @@ class SearchResult:
             Best first: each item's position in its modality's hit row (``-1`` ends the list),
             its fused score and its modality's index in ``modalities``.
         modalities : sequence of str
-        hits, method, query_modality, warnings
+        hits, method, query_modality, warnings, raw_scores
             As for :meth:`from_ranking`.
-        raw_scores : mapping of str to list of float, optional
-            Each modality's first hit row of scores as Python floats, if the caller has them.
 
         Returns
         -------
