@@ -101,6 +101,11 @@ def simulator_sets(profiles, seeds: int) -> list[EvalSet]:
     return out
 
 
+def capped_pool(labels: np.ndarray, pool: int) -> int:
+    """``pool`` candidates per modality, at most the smallest modality's number of items."""
+    return min(pool, int(np.unique(labels, return_counts=True)[1].min()))
+
+
 def evaluate_set(s: EvalSet, methods, pool: int) -> dict:
     """``{method: {"cross"|"same": {metric: value}}}`` for one set."""
     report = evaluate_embeddings(
@@ -111,7 +116,7 @@ def evaluate_set(s: EvalSet, methods, pool: int) -> dict:
         query_modality=s.query_modality,
         methods=list(methods),
         ks=(1, 10),
-        pool=min(pool, int(min(np.unique(s.labels, return_counts=True)[1]))),
+        pool=capped_pool(s.labels, pool),
     )
     out: dict = {
         m: by_part([r for r in report.results if r["method"] == m], s.query_modality)

@@ -41,8 +41,10 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench_quality import capped_pool  # noqa: E402
 from mmgap_core import fusion  # noqa: E402
 from mmgap_core.datasets.mixbench import assign_kinds  # noqa: E402
 from mmgap_core.evaluation import evaluate_embeddings  # noqa: E402
@@ -165,7 +167,7 @@ def main(argv=None) -> int:
     runs, counts = [], {}
     for i in range(args.seeds):
         s = three_kind_set(arr, 42 + i, args.alpha)
-        pool = min(args.pool, int(min(np.unique(s["labels"], return_counts=True)[1])))
+        pool = capped_pool(s["labels"], args.pool)
         runs.append(evaluate_set(s, methods, pool))
         counts = {"all": int(s["gold_kind"].size)}
         counts |= {k: int((s["gold_kind"] == k).sum()) for k in SUBSETS[1:]}

@@ -29,7 +29,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -40,6 +39,7 @@ from bench_quality import (  # noqa: E402
     bound_checks,
     bound_failures,
     by_part,
+    capped_pool,
     coco_sets,
     evaluate_set,
     simulator_sets,
@@ -76,8 +76,7 @@ def fit_default(
 
     The pool is capped at the smallest modality's size, as in ``evaluate_set``.
     """
-    smallest = int(np.unique(s.labels, return_counts=True)[1].min())
-    retrieved = topk_per_modality(s.queries, s.corpus, s.labels, min(pool, smallest))
+    retrieved = topk_per_modality(s.queries, s.corpus, s.labels, capped_pool(s.labels, pool))
     qrels = Qrels(s.qrels, s.queries.shape[0])
     fusers, _ = fit_methods(
         retrieved,
