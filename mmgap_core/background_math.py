@@ -34,6 +34,7 @@ __all__ = [
 
 @lru_cache(maxsize=512)
 def order_scores(n_items: int, k: int) -> np.ndarray:
+    """:func:`normal_order_scores` without its argument checks, for callers holding plain ints."""
     inv = NormalDist().inv_cdf
     ranks = np.minimum(np.arange(1, k + 1), n_items)
     out = np.array([inv(1.0 - (r - 0.375) / (n_items + 0.25)) for r in ranks.tolist()])
