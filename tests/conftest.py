@@ -3,3 +3,4 @@
 from _fixtures_clip import *  # noqa: F401,F403
 from _fixtures_chroma import *  # noqa: F401,F403
 from _fixtures_data import *  # noqa: F401,F403
+from _fixtures_fusion import *  # noqa: F401,F403

@@ -18,27 +18,11 @@ from mmgap_core.stats import ModalityStandardizer
 from mmgap_core.store.base import ModalityHits
 from mmgap_core.store.chroma_query import query_sources
 
-MODS = ("text", "image")
-SIZES = {"text": 500, "image": 800}
+from _fixtures_fusion import MODS, SIZES, bits, full_candidates, sorted_lists
 
 
 def unit(x):
     return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-
-def bits(a):
-    return np.ascontiguousarray(a, dtype=np.float64).view(np.uint64)
-
-
-def sorted_lists(rng, n_q, k, shift=0.0):
-    return -np.sort(-rng.normal(0.2 + shift, 0.03, size=(n_q, k)), axis=1)
-
-
-@pytest.fixture(scope="module")
-def scale():
-    rng = np.random.default_rng(3)
-    lists = {m: sorted_lists(rng, 40, 30, 0.1 * j) for j, m in enumerate(MODS)}
-    return BackgroundScale().fit(lists, "text", SIZES)
 
 
 # ---------------------------------------------------------------- query validation
@@ -128,13 +112,13 @@ def test_merging_rank_ids_equals_the_general_merge(seed, k):
 @pytest.mark.parametrize("n_q", [1, 3])
 @pytest.mark.parametrize("k", [6, 10, 11, 50])
 @pytest.mark.parametrize("sizes", [SIZES, {"text": 20, "image": None}, {}])
-def test_one_pass_background_z_is_transform_bit_for_bit(scale, n_q, k, sizes):
+def test_one_pass_background_z_is_transform_bit_for_bit(background_scale, n_q, k, sizes):
     rng = np.random.default_rng(k * 10 + n_q)
     lists = {m: sorted_lists(rng, n_q, k, 0.1 * j) for j, m in enumerate(MODS)}
-    out = scale.transform_full(lists, "text", sizes)
+    out = background_scale.transform_full(lists, "text", sizes)
     assert list(out) == list(MODS)
     for m in MODS:
-        want = scale.transform(lists[m], m, "text", n_items=sizes.get(m))
+        want = background_scale.transform(lists[m], m, "text", n_items=sizes.get(m))
         np.testing.assert_array_equal(bits(out[m]), bits(want))
 
 
@@ -157,9 +141,9 @@ def _case(name, rng):
 @pytest.mark.parametrize(
     "name", ["widths", "padding", "nan", "posinf", "unsorted", "numpy size", "no rows"]
 )
-def test_one_pass_background_z_leaves_anything_unusual_to_transform(scale, name):
+def test_one_pass_background_z_leaves_anything_unusual_to_transform(background_scale, name):
     lists, sizes = _case(name, np.random.default_rng(1))
-    assert scale.transform_full(lists, "text", sizes) is None
+    assert background_scale.transform_full(lists, "text", sizes) is None
 
 
 def test_one_pass_background_z_leaves_unfitted_keys_to_transform():
@@ -169,32 +153,32 @@ def test_one_pass_background_z_leaves_unfitted_keys_to_transform():
     lists = {m: sorted_lists(rng, 1, 8) for m in MODS}
     assert bg.transform_full(lists, "text", SIZES) is None
     with pytest.warns(UserWarning, match="pooled scale"):
-        BackgroundZFusion(bg, SIZES).score(CandidateBatch("text", _full(lists)))
+        BackgroundZFusion(bg, SIZES).score(CandidateBatch("text", full_candidates(lists)))
 
 
-def _full(lists):
-    return {m: ModalityCandidates(full_ids(*v.shape), v) for m, v in lists.items()}
-
-
-def test_background_z_fusion_still_names_the_modality_of_a_bad_list(scale):
+def test_background_z_fusion_still_names_the_modality_of_a_bad_list(background_scale):
     rng = np.random.default_rng(4)
     lists = {m: sorted_lists(rng, 1, 8, 0.1 * j) for j, m in enumerate(MODS)}
     lists["image"][0, [0, 1]] = lists["image"][0, [1, 0]] - 0.01
     with pytest.raises(ValueError, match="image candidates: each row must be sorted best first"):
-        BackgroundZFusion(scale, SIZES).score(CandidateBatch("text", _full(lists)))
+        BackgroundZFusion(background_scale, SIZES).score(
+            CandidateBatch("text", full_candidates(lists))
+        )
     with pytest.raises(ValueError, match="candidate scores contain NaN or inf"):
         ModalityCandidates(full_ids(1, 8), np.full((1, 8), np.nan))
 
 
 @pytest.mark.parametrize("k", [3, 8])
-def test_background_z_fusion_of_full_lists_is_the_per_key_z(scale, k):
+def test_background_z_fusion_of_full_lists_is_the_per_key_z(background_scale, k):
     rng = np.random.default_rng(k)
     lists = {m: sorted_lists(rng, 4, k, 0.1 * j) for j, m in enumerate(MODS)}
     std = ModalityStandardizer().fit(rng.normal(0.3, 0.05, 20), ["text", "image"] * 10, "text")
-    got = BackgroundZFusion(scale, SIZES, std).score(CandidateBatch("text", _full(lists)))
+    got = BackgroundZFusion(background_scale, SIZES, std).score(
+        CandidateBatch("text", full_candidates(lists))
+    )
     for m in MODS:
         if k >= 6:  # the one-pass path
-            want = scale.transform(lists[m], m, "text", n_items=SIZES[m])
+            want = background_scale.transform(lists[m], m, "text", n_items=SIZES[m])
         else:  # short lists: the paper's z
             want = std.transform(lists[m], m, "text")
         np.testing.assert_array_equal(bits(got[m]), bits(want))

@@ -12,37 +12,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mmgap_core.background import BackgroundScale
-from mmgap_core.candidates import CandidateBatch, ModalityCandidates, full_ids
+from mmgap_core.candidates import CandidateBatch
 from mmgap_core.fusion_background import MIN_BACKGROUND_LIST, BackgroundZFusion
 from mmgap_core.fusion_base import FusionMethod, merge_row, merge_scored
 from mmgap_core.results import SearchResult
 from mmgap_core.store.base import ModalityHits
 
-MODS = ("text", "image")
-SIZES = {"text": 500, "image": 800}
-
-
-def bits(a):
-    return np.ascontiguousarray(a, dtype=np.float64).view(np.uint64)
+from _fixtures_fusion import MODS, SIZES, bits, full_candidates, sorted_lists
 
 
 def sorted_row(rng, k, shift=0.0):
-    return (-np.sort(-rng.normal(0.2 + shift, 0.03, size=k))).tolist()
-
-
-@pytest.fixture(scope="module")
-def scale():
-    rng = np.random.default_rng(3)
-    lists = {
-        m: np.array([sorted_row(rng, 30, 0.1 * j) for _ in range(40)]) for j, m in enumerate(MODS)
-    }
-    return BackgroundScale().fit(lists, "text", SIZES)
+    return sorted_lists(rng, 1, k, shift)[0].tolist()
 
 
 def as_batch(rows):
-    return CandidateBatch(
-        "text", {m: ModalityCandidates(full_ids(1, len(r)), np.array([r])) for m, r in rows.items()}
-    )
+    return CandidateBatch("text", full_candidates({m: np.array([r]) for m, r in rows.items()}))
 
 
 def assert_same_ranking(ranked, fused):
@@ -55,11 +39,13 @@ def assert_same_ranking(ranked, fused):
 # ---------------------------------------------------------------- background z of one row
 @pytest.mark.parametrize("k", [2, 3, 6, 10, 11, 50])
 @pytest.mark.parametrize("sizes", [SIZES, {"text": 20, "image": None}, {}])
-def test_row_background_z_is_transform_full_bit_for_bit(scale, k, sizes):
+def test_row_background_z_is_transform_full_bit_for_bit(background_scale, k, sizes):
     rng = np.random.default_rng(k)
     rows = {m: sorted_row(rng, k, 0.1 * j) for j, m in enumerate(MODS)}
-    got = scale.transform_row(rows, "text", sizes)
-    want = scale.transform_full({m: np.array([r]) for m, r in rows.items()}, "text", sizes)
+    got = background_scale.transform_row(rows, "text", sizes)
+    want = background_scale.transform_full(
+        {m: np.array([r]) for m, r in rows.items()}, "text", sizes
+    )
     assert list(got) == list(MODS)
     for m in MODS:
         assert all(type(v) is float for v in got[m])
@@ -69,7 +55,7 @@ def test_row_background_z_is_transform_full_bit_for_bit(scale, k, sizes):
 @pytest.mark.parametrize(
     "name", ["widths", "padding", "nan", "posinf", "unsorted", "numpy size", "one score", "empty"]
 )
-def test_row_background_z_leaves_anything_unusual_to_the_numpy_path(scale, name):
+def test_row_background_z_leaves_anything_unusual_to_the_numpy_path(background_scale, name):
     rng = np.random.default_rng(1)
     rows = {m: sorted_row(rng, 8, 0.1 * j) for j, m in enumerate(MODS)}
     sizes = dict(SIZES)
@@ -85,7 +71,7 @@ def test_row_background_z_leaves_anything_unusual_to_the_numpy_path(scale, name)
         rows = {m: r[:1] for m, r in rows.items()}
     elif name == "empty":
         rows = {}
-    assert scale.transform_row(rows, "text", sizes) is None
+    assert background_scale.transform_row(rows, "text", sizes) is None
 
 
 def test_row_background_z_leaves_unfitted_keys_to_the_numpy_path():
@@ -143,28 +129,30 @@ def score_rows(draw):
 
 @settings(max_examples=200, deadline=None)
 @given(case=score_rows())
-def test_fuse_one_is_fuse_bit_for_bit_or_declines(scale, case):
+def test_fuse_one_is_fuse_bit_for_bit_or_declines(background_scale, case):
     rows, k = case
-    fusion = BackgroundZFusion(scale, SIZES)
+    fusion = BackgroundZFusion(background_scale, SIZES)
     ranked = fusion.fuse_one(rows, "text", k)
     if ranked is None:
         short = min(len(r) for r in rows.values()) < MIN_BACKGROUND_LIST
-        z = None if short else scale.transform_row(rows, "text", SIZES)
+        z = None if short else background_scale.transform_row(rows, "text", SIZES)
         assert short or z is None or merge_row(z, k) is None
         return
     assert_same_ranking(ranked, fusion.fuse(as_batch(rows), k))
 
 
-def test_other_methods_have_no_shortcut(scale):
+def test_other_methods_have_no_shortcut(background_scale):
     from mmgap_core.fusion import make_method
 
     rows = {"text": [0.5, 0.4, 0.3], "image": [0.2, 0.1, 0.0]}
     assert make_method("rrf").fuse_one(rows, "text", 3) is None
-    assert FusionMethod.fuse_one(BackgroundZFusion(scale, SIZES), rows, "text", 3) is None
+    assert (
+        FusionMethod.fuse_one(BackgroundZFusion(background_scale, SIZES), rows, "text", 3) is None
+    )
 
 
 # ---------------------------------------------------------------- result building
-def test_a_result_from_plain_values_is_the_result_from_a_ranking(scale):
+def test_a_result_from_plain_values_is_the_result_from_a_ranking(background_scale):
     rng = np.random.default_rng(9)
     rows = {m: sorted_row(rng, 8, 0.1 * j) for j, m in enumerate(MODS)}
     hits = {
@@ -179,7 +167,7 @@ def test_a_result_from_plain_values_is_the_result_from_a_ranking(scale):
         for m, r in rows.items()
     }
     raw = {m: h.scores[0].tolist() for m, h in hits.items()}
-    fusion = BackgroundZFusion(scale, SIZES)
+    fusion = BackgroundZFusion(background_scale, SIZES)
     ranked = fusion.fuse_one(raw, "text", 6)
     fused = fusion.fuse(CandidateBatch.from_hits(hits, "text"), 6)
     want = SearchResult.from_ranking(fused, hits, "background-z", "text", ["note"])
@@ -191,11 +179,11 @@ def test_a_result_from_plain_values_is_the_result_from_a_ranking(scale):
     assert [type(h.score) for h in want.hits] == [float] * 6
 
 
-def test_fuse_one_leaves_long_lists_to_numpy(scale):
+def test_fuse_one_leaves_long_lists_to_numpy(background_scale):
     from mmgap_core.fusion_background import MAX_ONE_QUERY_CANDIDATES
 
     rng = np.random.default_rng(11)
-    fusion = BackgroundZFusion(scale, SIZES)
+    fusion = BackgroundZFusion(background_scale, SIZES)
     half = MAX_ONE_QUERY_CANDIDATES // 2
     at_limit = {m: sorted_row(rng, half, 0.1 * j) for j, m in enumerate(MODS)}
     assert_same_ranking(fusion.fuse_one(at_limit, "text", 10), fusion.fuse(as_batch(at_limit), 10))
@@ -204,7 +192,7 @@ def test_fuse_one_leaves_long_lists_to_numpy(scale):
 
 
 @pytest.mark.parametrize("modality", MODS)
-def test_fuse_one_of_a_single_modality_is_fuse(scale, modality):
+def test_fuse_one_of_a_single_modality_is_fuse(background_scale, modality):
     rows = {modality: sorted_row(np.random.default_rng(12), 12)}
-    fusion = BackgroundZFusion(scale, SIZES)
+    fusion = BackgroundZFusion(background_scale, SIZES)
     assert_same_ranking(fusion.fuse_one(rows, "text", 5), fusion.fuse(as_batch(rows), 5))
