@@ -123,8 +123,14 @@ class _Replay:
 
 def engine_own_work(engine, store, queries: np.ndarray, args) -> dict[str, float]:
     """``engine.search`` with the store's answer replayed: the engine's work without Chroma (µs)."""
+    from mmgap_core.fusion import method_class
+
     kpm = args.k_per_modality
-    answers = [store.query_per_modality(q[None, :], {"text": kpm, "image": kpm}) for q in queries]
+    emb = method_class(args.method).needs_candidate_embeddings  # as the search asks the store
+    answers = [
+        store.query_per_modality(q[None, :], {"text": kpm, "image": kpm}, include_embeddings=emb)
+        for q in queries
+    ]
     store.query_per_modality = _Replay(answers)  # an instance attribute shadows the method
     try:
         us = []
@@ -175,6 +181,7 @@ def fusion_costs(engine, store, queries: np.ndarray, args) -> dict[str, dict[str
             standardizer=record.standardizer,
             center_means=record.center_means,
             background_scale=record.background,
+            centered_scale=record.centered,
             corpus_sizes=counts,
         )
         for b in singles[:20]:

@@ -451,17 +451,20 @@ class RetrievalEngine:
             )
         std = record.standardizer if record is not None else None
         bg = record.background if record is not None else None
-        means = record.center_means if cls.needs_center_means else None
+        parts = dict(
+            standardizer=std,
+            background_scale=bg,
+            center_means=record.center_means if cls.needs_center_means else None,
+            centered_scale=record.centered if cls.needs_centered_scale else None,
+            corpus_sizes=counts,
+        )
         # A method reads no more than these objects and whether they are fitted: one built from
         # the same ones (and the same method name, an equal string) is reused.
-        fitted = (std is not None and std.is_fitted, bg is not None and bg.is_fitted)
-        key = (std, bg, means, counts, *fitted)
+        key = (*parts.values(), std is not None and std.is_fitted, bg is not None and bg.is_fitted)
         cached = self._fuser_cache
         if cached is not None and cached[2] == method and all(map(operator.is_, cached[0], key)):
             return cached[1]
-        fuser = make_method(
-            method, standardizer=std, center_means=means, background_scale=bg, corpus_sizes=counts
-        )
+        fuser = make_method(method, **parts)
         self._fuser_cache = (key, fuser, method)
         return fuser
 

@@ -10,6 +10,7 @@ import numpy as np
 from ._validation import as_embeddings, as_labels
 from .candidates import CandidateBatch
 from .background import BackgroundScale
+from .centered_background import CenteredBackgroundScale, centered_cosines
 from .fusion import (
     DEFAULT_METHOD,
     CenterFusion,
@@ -393,10 +394,15 @@ def fit_methods(
     else:
         cal = as_embeddings(calibration_queries, "calibration queries", dim=corpus.shape[1])
         setting = f"inductive: calibrated on {cal.shape[0]} separate calibration queries"
+        wide = any(method_class(n).needs_centered_scale for n in method_names)
         cal_top = mine_pseudo_positives(
-            cal, corpus, labels, top_k=BACKGROUND_RANKS, max_block_bytes=max_block_bytes
+            cal,
+            corpus,
+            labels,
+            top_k=max(BACKGROUND_RANKS, retrieved.scores.shape[2]) if wide else BACKGROUND_RANKS,
+            max_block_bytes=max_block_bytes,
         )
-        cal_lists = cal_top.scores
+        cal_lists = cal_top.scores[:, :, :BACKGROUND_RANKS]
         first = PseudoPositives(
             cal_top.modalities, cal_top.indices[:, :, :1], cal_top.scores[:, :, :1]
         )
@@ -428,12 +434,27 @@ def fit_methods(
                 gold.partial_fit(pp_scores[sel], pp_labels[sel], query_modality)
 
     center_means = None
-    if "center" in method_names:
+    if any(method_class(n).needs_center_means for n in method_names):
         extra = {}
         if query_modality not in modalities:
             cal_src = queries if calibration_queries is None else cal
             extra[query_modality] = cal_src.mean(axis=0, dtype=np.float64)
         center_means = CenterFusion.fit(corpus, labels, extra).means
+
+    centered = None
+    if any(method_class(n).needs_centered_scale for n in method_names):
+        cal_q, pool_rows = (
+            (queries, retrieved.indices) if calibration_queries is None else (cal, cal_top.indices)
+        )
+        centered = fit_centered_scale(
+            cal_q,
+            pool_rows[:, :, : retrieved.scores.shape[2]],
+            corpus,
+            modalities,
+            center_means,
+            query_modality,
+            counts,
+        )
 
     fusers = {
         name: make_method(
@@ -443,7 +464,36 @@ def fit_methods(
             center_means=center_means,
             background_scale=background,
             corpus_sizes=counts,
+            centered_scale=centered,
         )
         for name in method_names
     }
     return fusers, FittedCalibration(setting, n_cal, counts, standardizer, background, gold, notes)
+
+
+def fit_centered_scale(
+    cal_queries: np.ndarray,
+    pool_rows: np.ndarray,
+    corpus: np.ndarray,
+    modalities: Sequence[str],
+    means: dict[str, np.ndarray],
+    query_modality: str,
+    counts: dict[str, int],
+) -> CenteredBackgroundScale:
+    """Fit the centred-cosine scales from each calibration query's raw top pools.
+
+    ``pool_rows`` is ``[Q, M, K]`` corpus rows (``-1`` padding), best raw cosine first, modalities
+    in the order of ``modalities``. Queries are taken in chunks, bounding the ``[chunk, K, d]``
+    embeddings read.
+    """
+    out = CenteredBackgroundScale(dim=corpus.shape[1])
+    for s in range(0, cal_queries.shape[0], _CHUNK):
+        pools = {}
+        for j, m in enumerate(modalities):
+            rows = pool_rows[s : s + _CHUNK, j, :]
+            cos = centered_cosines(
+                cal_queries[s : s + _CHUNK], means[query_modality], corpus[rows], means[m]
+            )
+            pools[m] = np.where(rows >= 0, cos, -np.inf)
+        out.partial_fit(pools, query_modality, counts)
+    return out

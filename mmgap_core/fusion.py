@@ -12,7 +12,9 @@ from collections.abc import Mapping
 import numpy as np
 
 from .background import BackgroundScale
+from .centered_background import CenteredBackgroundScale, batch_centered_cosines
 from .fusion_background import BackgroundZFusion
+from .fusion_raw_center import RawCenterZFusion
 from .candidates import CandidateBatch, ModalityCandidates  # noqa: F401 - re-exported
 from .fusion_base import FusedRanking, FusionMethod, merge_scored, tie_break_keys  # noqa: F401
 from .stats import ModalityStandardizer
@@ -26,6 +28,7 @@ METHOD_NAMES = (
     "rrf",
     "center",
     "background-z",
+    "raw-center-z",
 )
 
 DEFAULT_METHOD = "background-z"
@@ -184,27 +187,7 @@ class CenterFusion(FusionMethod):
         return self.means[modality]
 
     def score(self, batch):
-        if batch.query_embeddings is None or batch.candidate_embeddings is None:
-            raise ValueError("center needs query embeddings and a candidate embedding lookup")
-        q = np.asarray(batch.query_embeddings, dtype=np.float64)
-        if q.ndim != 2 or q.shape[0] != batch.n_queries:
-            raise ValueError(
-                f"center: query embeddings have shape {q.shape}, expected [{batch.n_queries}, dim]"
-            )
-        for m in [batch.query_modality, *batch.lists]:
-            if self._mean(m).shape != (q.shape[1],):
-                raise ValueError(
-                    f"center: mean of {m!r} has shape {self._mean(m).shape}, queries have "
-                    f"dimension {q.shape[1]}"
-                )
-        q = q - self._mean(batch.query_modality)
-        q /= np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
-        out = {}
-        for m, c in batch.lists.items():
-            emb = np.asarray(batch.candidate_embeddings(m, c.ids), dtype=np.float64) - self._mean(m)
-            emb /= np.maximum(np.linalg.norm(emb, axis=2, keepdims=True), 1e-12)
-            out[m] = np.where(c.valid, np.einsum("qd,qkd->qk", q, emb), -np.inf)
-        return out
+        return batch_centered_cosines(batch, self._mean, self.name)
 
 
 METHODS: dict[str, type[FusionMethod]] = {
@@ -216,6 +199,7 @@ METHODS: dict[str, type[FusionMethod]] = {
     "rrf": RRFFusion,
     "center": CenterFusion,
     "background-z": BackgroundZFusion,
+    "raw-center-z": RawCenterZFusion,
 }
 
 
@@ -282,6 +266,7 @@ def make_method(
     background_scale: BackgroundScale | None = None,
     corpus_sizes: Mapping[str, int] | None = None,
     rrf_k: int = 60,
+    centered_scale: CenteredBackgroundScale | None = None,
 ) -> FusionMethod:
     """Build a fusion method by its CLI name, with what it needs.
 
@@ -301,6 +286,9 @@ def make_method(
         Current items per modality (``background-z`` reads its background against them).
     rrf_k : int, default 60
         The constant of reciprocal rank fusion.
+    centered_scale : CenteredBackgroundScale, optional
+        Scales of centred-cosine pools fitted by calibration, for methods with
+        ``needs_centered_scale``.
 
     Returns
     -------
@@ -320,6 +308,8 @@ def make_method(
         raise ValueError(f"{name} needs per-modality mean embeddings")
     if cls.needs_background_scale and background_scale is None:
         raise ValueError(f"{name} needs background scales fitted by calibration (calibrate first)")
+    if cls.needs_centered_scale and centered_scale is None:
+        raise ValueError(f"{name} needs centred background scales fitted by calibration")
     if cls is StandardizeFusion:
         return StandardizeFusion(standardizer, name)
     if cls is GoldStandardizeFusion:
@@ -330,6 +320,10 @@ def make_method(
         return CenterFusion(center_means)
     if cls is BackgroundZFusion:
         return BackgroundZFusion(background_scale, corpus_sizes, standardizer)
+    if cls is RawCenterZFusion:
+        return RawCenterZFusion(
+            background_scale, centered_scale, center_means, corpus_sizes, standardizer
+        )
     return cls()
 
 

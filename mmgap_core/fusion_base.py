@@ -216,6 +216,9 @@ class FusionMethod(ABC):
         Re-scores in embedding space: needs the query embeddings and a candidate embedding lookup.
     needs_background_scale : bool
         Needs per-modality background scales fitted by calibration (a fitted ``BackgroundScale``).
+    needs_centered_scale : bool
+        Needs the scales of centred-cosine pools fitted by calibration (a fitted
+        ``CenteredBackgroundScale``).
     summary : str
         One line saying what the method does (shown by ``--help`` and the README).
     unit : str
@@ -226,6 +229,7 @@ class FusionMethod(ABC):
     summary: str = ""
     unit: str = ""
     needs_background_scale: bool = False
+    needs_centered_scale: bool = False
     needs_standardizer: bool = False
     needs_gold_standardizer: bool = False
     needs_center_means: bool = False

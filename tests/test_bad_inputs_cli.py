@@ -387,6 +387,7 @@ def _calibration_files(tmp: Path, w: dict) -> None:
             "model_id": "open_clip:other",
             "standardizer": {**good["standardizer"], "model_id": "open_clip:other"},
             "background_scale": None,
+            "centered_background_scale": None,
         },
         "cal_list": [good],
     }

@@ -8,6 +8,7 @@ import pytest
 
 from mmgap_core.background import BackgroundScale
 from mmgap_core.candidates import CandidateBatch, ModalityCandidates
+from mmgap_core.evaluation import fit_centered_scale
 from mmgap_core.fusion import METHOD_NAMES, CenterFusion, make_method
 from mmgap_core.mining import mine_pseudo_positives, topk_per_modality
 from mmgap_core.simulator import simulate
@@ -30,6 +31,9 @@ def methods(data):
     top = topk_per_modality(data.queries, data.corpus, data.modalities, 30)
     sizes = {m: int((data.modalities == m).sum()) for m in top.modalities}
     bg = BackgroundScale().fit({m: top.of(m)[1] for m in top.modalities}, "text", sizes)
+    centred = fit_centered_scale(
+        data.queries, top.indices, data.corpus, top.modalities, means, "text", sizes
+    )
     return {
         name: make_method(
             name,
@@ -38,6 +42,7 @@ def methods(data):
             center_means=means,
             background_scale=bg,
             corpus_sizes=sizes,
+            centered_scale=centred,
         )
         for name in METHOD_NAMES
     }

@@ -221,13 +221,14 @@ def test_a_copy_of_the_checkpoint_under_another_name_works(tmp_path, corpus, tin
 
 
 # ---------------------------------------------------------------------------- 16, 17: compare
-def test_compare_uses_the_method_asked_for(tmp_path, corpus, tiny_clip, capsys):
+@pytest.mark.parametrize("method", ["rrf", "raw-center-z"])
+def test_compare_uses_the_method_asked_for(tmp_path, corpus, tiny_clip, capsys, method):
     conn = make_store(tmp_path, corpus, tiny_clip)
     capsys.readouterr()
-    argv = ["search", "a cat", "--compare", "--method", "rrf", *conn, *model_args(tiny_clip)]
+    argv = ["search", "a cat", "--compare", "--method", method, *conn, *model_args(tiny_clip)]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "calibrated ranking: rrf" in out and METHODS["rrf"].unit in out
+    assert f"calibrated ranking: {method}" in out and METHODS[method].unit in out
     assert "standardize" not in out
     assert "raw cosine ranking (cosine)" in out
 

@@ -425,6 +425,7 @@ def test_a_file_for_another_model_is_refused(indexed, tmp_path):
     data = json.loads(indexed.export_calibration(tmp_path / "cal.json").read_text())
     data["model_id"] = data["standardizer"]["model_id"] = "open_clip:someone-else"
     data["background_scale"]["model_id"] = "open_clip:someone-else"
+    data["centered_background_scale"]["model_id"] = "open_clip:someone-else"
     bad = tmp_path / "other.json"
     bad.write_text(json.dumps(data))
     with pytest.raises(ValueError, match="fitted for model 'open_clip:someone-else'"):

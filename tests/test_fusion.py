@@ -25,6 +25,7 @@ from mmgap_core.fusion import (
     parse_methods,
 )
 from mmgap_core.background import BackgroundScale
+from mmgap_core.centered_background import CenteredBackgroundScale
 from mmgap_core.fusion import tie_break_keys
 from mmgap_core.stats import ModalityStandardizer
 
@@ -82,9 +83,16 @@ def background_scale(seed=3, query_modality="text"):
     return BackgroundScale().fit(lists, query_modality, {m: 400 for m in MODS})
 
 
+def centered_scale(seed=4, query_modality="text"):
+    rng = np.random.default_rng(seed)
+    pools = {m: rng.normal(0.0, 0.1, size=(30, 40)) for m in MODS}  # raw order: unsorted
+    return CenteredBackgroundScale().fit(pools, query_modality, {m: 400 for m in MODS})
+
+
 STD = standardizer()
 GOLD = standardizer(seed=2)
 BG = background_scale()
+CS = centered_scale()
 MEANS = {m: EMB[j * ID_STRIDE : (j + 1) * ID_STRIDE].mean(axis=0) for j, m in enumerate(MODS)}
 
 
@@ -96,6 +104,7 @@ def all_methods():
             gold_standardizer=GOLD,
             center_means=MEANS,
             background_scale=BG,
+            centered_scale=CS,
             rrf_k=60,
         )
         for name in METHOD_NAMES
@@ -501,6 +510,7 @@ def test_methods_declare_what_they_need():
                 "needs_center_means",
                 "needs_candidate_embeddings",
                 "needs_background_scale",
+                "needs_centered_scale",
             )
             if getattr(method_class(name), flag)
         }
@@ -515,10 +525,22 @@ def test_methods_declare_what_they_need():
         "rrf": set(),
         "center": {"needs_center_means", "needs_candidate_embeddings"},
         "background-z": {"needs_background_scale", "needs_standardizer"},
+        "raw-center-z": {
+            "needs_background_scale",
+            "needs_centered_scale",
+            "needs_standardizer",
+            "needs_center_means",
+            "needs_candidate_embeddings",
+        },
     }
     built = {
         name: make_method(
-            name, standardizer=STD, gold_standardizer=GOLD, center_means=MEANS, background_scale=BG
+            name,
+            standardizer=STD,
+            gold_standardizer=GOLD,
+            center_means=MEANS,
+            background_scale=BG,
+            centered_scale=CS,
         )
         for name in METHOD_NAMES
     }

@@ -27,6 +27,7 @@ import numpy as np
 
 from .._validation import as_embeddings, int_at_least
 from ..background import BackgroundScale
+from .centered import fit_centered_scale
 from ..stats import ModalityStandardizer
 from ..store.base import VectorStore
 from .record import CalibrationRecord, Provenance
@@ -343,6 +344,20 @@ def fit_calibration(
                 f"calibration found no pseudo-positive {missing} candidate for any {qm} query "
                 f"(store holds {dict(counts)}); index more items or pass calibration queries"
             )
+    centered = (
+        fit_centered_scale(
+            store,
+            query_sets,
+            means,
+            counts,
+            model_id=model_id,
+            dim=dim,
+            seed=seed,
+            progress=progress,
+        )
+        if means
+        else None
+    )
     given = any(qs.self_ids is None for qs in query_sets.values())
     provenance = Provenance(
         model_id=model_id,
@@ -353,4 +368,4 @@ def fit_calibration(
         calibration_queries={qm: int(qs.embeddings.shape[0]) for qm, qs in query_sets.items()},
         mining_agreement=agreement,
     )
-    return CalibrationRecord(std, dict(counts), means or None, provenance, background)
+    return CalibrationRecord(std, dict(counts), means or None, provenance, background, centered)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..background import BackgroundScale
+from ..centered_background import CenteredBackgroundScale
 from ..stats import ModalityStandardizer
 from . import schema
 from .schema import CalibrationFormatError
@@ -95,6 +96,9 @@ class CalibrationRecord:
     background : BackgroundScale or None
         Background scales per (query modality, candidate modality), for ``background-z``;
         ``None`` in records written before that method existed.
+    centered : CenteredBackgroundScale or None
+        Scales of centred-cosine pools, for ``raw-center-z``; ``None`` in records written before
+        that method existed.
 
     Notes
     -----
@@ -106,6 +110,7 @@ class CalibrationRecord:
     center_means: dict[str, np.ndarray] | None = None
     provenance: Provenance = field(default_factory=Provenance)
     background: BackgroundScale | None = None
+    centered: CenteredBackgroundScale | None = None
 
     @property
     def model_id(self) -> str | None:
@@ -160,6 +165,13 @@ class CalibrationRecord:
                 f"{name} needs background scales for {query_modality} queries, and this "
                 f"calibration has none: run `mmgap calibrate` (or engine.calibrate()) again"
             )
+        if method.needs_centered_scale and (
+            self.centered is None or not self.centered.has_query_modality(query_modality)
+        ):
+            raise NotCalibratedError(
+                f"{name} needs centred background scales for {query_modality} queries, and this "
+                f"calibration has none: run `mmgap calibrate` (or engine.calibrate()) again"
+            )
         fitted = self.standardizer.query_modalities()
         if method.needs_standardizer and query_modality not in fitted:
             raise NotCalibratedError(
@@ -181,6 +193,9 @@ class CalibrationRecord:
         if method is not None and method.needs_background_scale:
             bg = self.background
             missing |= {m for m in wanted if bg is None or not bg.has(m, query_modality)}
+        if method is not None and method.needs_centered_scale:
+            cs = self.centered
+            missing |= {m for m in wanted if cs is None or not cs.has(m, query_modality)}
         return sorted(missing)
 
     def grown(self, counts: Mapping[str, int], factor: float) -> list[str]:
@@ -218,6 +233,7 @@ class CalibrationRecord:
             "mining_agreement": p.mining_agreement,
             "fitted_at": p.fitted_at,
             "background_scale": None if self.background is None else self.background.to_dict(),
+            "centered_background_scale": None if self.centered is None else self.centered.to_dict(),
         }
 
     @classmethod
@@ -269,7 +285,8 @@ class CalibrationRecord:
             schema.fail("'standardizer' is missing")
         std = schema.standardizer(data["standardizer"], model_id, dim)
         background = schema.background_scale(data.get("background_scale"), model_id, dim)
-        return cls(std, corpus_sizes, means, provenance, background)
+        centered = schema.centered_scale(data.get("centered_background_scale"), model_id, dim)
+        return cls(std, corpus_sizes, means, provenance, background, centered)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, CalibrationRecord):

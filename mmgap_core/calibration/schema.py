@@ -210,3 +210,20 @@ def background_scale(value: Any, model_id: str | None, dim: int | None):
         return BackgroundScale.from_dict(value)
     except (ValueError, TypeError, OverflowError, ZeroDivisionError) as exc:
         fail(str(exc))
+
+
+def centered_scale(value: Any, model_id: str | None, dim: int | None):
+    """Null, or a ``mmgap.centered_background_scale`` object fitted for the record's model/dim."""
+    from ..centered_background import CenteredBackgroundScale
+
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        fail(f"centered_background_scale must be null or an object, got {describe(value)}")
+    cs_model = opt_str(value, "model_id", "centered_background_scale.model_id")
+    _check_fitted_for("centred background scale", "model", cs_model, model_id)
+    _check_fitted_for("centred background scale", "dimension", value.get("dim"), dim)
+    try:
+        return CenteredBackgroundScale.from_dict(value)
+    except (ValueError, TypeError, OverflowError, ZeroDivisionError) as exc:
+        fail(str(exc))

@@ -22,6 +22,7 @@ __all__ = [
     "MEANS_SAMPLE",
     "QUERY_BATCH",
     "measure_agreement",
+    "other_hits",
     "query_best_hits",
     "query_lists",
     "sampled_means",
@@ -64,13 +65,13 @@ def self_excluded_lists(
         width = k if k is not None else max(h.k - (self_ids is not None), 1)
         lists = np.full((len(h.ids), width), -np.inf)
         for r, row_ids in enumerate(h.ids):
-            kept = _other_hits(row_ids, self_ids[r] if self_ids is not None else None, width)
+            kept = other_hits(row_ids, self_ids[r] if self_ids is not None else None, width)
             lists[r, : len(kept)] = h.scores[r, kept]
         out[m] = lists
     return out
 
 
-def _other_hits(row_ids: Sequence[str], own: str | None, width: int) -> list[int]:
+def other_hits(row_ids: Sequence[str], own: str | None, width: int) -> list[int]:
     """Positions of the first ``width`` hits of a row that are not the query's own id."""
     return [j for j, cid in enumerate(row_ids) if cid != own][:width]
 
@@ -152,7 +153,7 @@ def _store_top1(store, queries, self_ids, counts, modalities):
         want = {m: min(1 + any(i is not None for i in own), counts[m]) for m in modalities}
         for m, h in store.query_per_modality(queries[s : s + QUERY_BATCH], want).items():
             for r, row_ids in enumerate(h.ids):
-                for j in _other_hits(row_ids, own[r], 1):
+                for j in other_hits(row_ids, own[r], 1):
                     ids[m][s + r], scores[m][s + r] = row_ids[j], float(h.scores[r, j])
     return ids, scores
 

@@ -1,0 +1,387 @@
+"""Background z of mean-centred cosines: the second view of the ``raw-center-z`` method.
+
+Centring (subtract each modality's mean embedding, renormalise, then take the cosine: the step of
+GR-CLIP and the ``center`` method) removes each item's projection on the modality's mean
+direction, which in a raw cosine adds per-item noise unrelated to the query. A candidate's centred
+cosine is therefore a second, partly independent measure of the same match. ``raw-center-z``
+averages the background z of both views (:mod:`mmgap_core.fusion_raw_center`).
+
+The candidates come from the store's raw-cosine index: a modality's pool is its top ``k`` by raw
+cosine, and its centred cosines, sorted, are *not* the top ``k`` of the centred background. How
+they spread against the normal order scores ``a_r`` depends on ``k`` (on CLIP-like data the slope
+at ``k = 10`` is about 1.5 times the slope at ``k = 200``). So :class:`CenteredBackgroundScale`
+fits the scale of each (query modality, candidate modality) per pool size, on a grid
+(:data:`POOL_SIZES`), and interpolates in ``log k``. Location and z then follow
+:mod:`mmgap_core.background`: ``z = (c - mu_qm) / sigma_m(k)``, ``mu_qm`` the median of
+``c_r - sigma_m(k) * a_r`` over ranks 2..k of the query's sorted centred pool.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import numpy as np
+
+from ._validation import positive_int
+from .background_math import background_location, row_slopes
+
+FORMAT_NAME = "mmgap.centered_background_scale"
+FORMAT_VERSION = 1
+
+#: Pool sizes (candidates per modality) the centred scale is fitted at; others are interpolated.
+POOL_SIZES = (6, 8, 10, 15, 20, 30, 50, 75, 100, 150, 200)
+
+Key = tuple[str, str, int]  # (query modality, candidate modality, pool size)
+
+__all__ = ["POOL_SIZES", "CenteredBackgroundScale", "batch_centered_cosines", "centered_cosines"]
+
+
+def centered_cosines(queries, query_mean, candidates, candidate_mean) -> np.ndarray:
+    """Cosine of each query with each of its candidates after subtracting the modality means.
+
+    Parameters
+    ----------
+    queries : array-like
+        ``[Q, d]`` query embeddings.
+    query_mean, candidate_mean : array-like
+        ``[d]`` mean embedding of the query's modality and of the candidates' modality.
+    candidates : array-like
+        ``[Q, k, d]`` each query's candidate embeddings.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``[Q, k]`` float64.
+    """
+    return _centered(_unit_centred(queries, query_mean), candidates, candidate_mean)
+
+
+def _unit_centred(queries, mean) -> np.ndarray:
+    q = np.asarray(queries, dtype=np.float64) - np.asarray(mean, dtype=np.float64)
+    return q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+
+
+def _centered(u: np.ndarray, candidates, candidate_mean) -> np.ndarray:
+    """Centred cosines given the unit centred queries ``u``.
+
+    ``cos(q - mu_q, c - mu_c) = (c . u - mu_c . u) / |c - mu_c|`` with
+    ``|c - mu_c|^2 = |c|^2 - 2 c . mu_c + |mu_c|^2``: two passes over the candidates in their own
+    dtype (float32 from a store), no centred copy of them.
+    """
+    mu = np.asarray(candidate_mean, dtype=np.float64)
+    e = np.asarray(candidates)
+    if e.dtype not in (np.float32, np.float64):
+        e = e.astype(np.float64)
+    pair = np.empty((u.shape[0], u.shape[1], 2), dtype=e.dtype)
+    pair[:, :, 0] = u
+    pair[:, :, 1] = mu
+    dots = np.matmul(e, pair)  # [Q, k, 2]: each candidate dotted with u and with mu_c
+    sq = np.einsum("qkd,qkd->qk", e, e)
+    norm = np.sqrt(np.maximum(sq - 2.0 * dots[:, :, 1] + float(mu @ mu), 0.0))
+    return (dots[:, :, 0] - (u @ mu)[:, None]) / np.maximum(norm, 1e-12)
+
+
+def batch_centered_cosines(batch, mean_of, name: str) -> dict[str, np.ndarray]:
+    """:func:`centered_cosines` of a candidate batch, per modality, ``-inf`` where padding.
+
+    Parameters
+    ----------
+    batch : CandidateBatch
+        With ``query_embeddings`` and a ``candidate_embeddings`` lookup.
+    mean_of : callable
+        Modality -> ``[d]`` mean embedding (raises ``ValueError`` for an unknown modality).
+    name : str
+        The calling method's name, for messages.
+    """
+    if batch.query_embeddings is None or batch.candidate_embeddings is None:
+        raise ValueError(f"{name} needs query embeddings and a candidate embedding lookup")
+    q = np.asarray(batch.query_embeddings, dtype=np.float64)
+    if q.ndim != 2 or q.shape[0] != batch.n_queries:
+        raise ValueError(
+            f"{name}: query embeddings have shape {q.shape}, expected [{batch.n_queries}, dim]"
+        )
+    for m in [batch.query_modality, *batch.lists]:
+        if mean_of(m).shape != (q.shape[1],):
+            raise ValueError(
+                f"{name}: mean of {m!r} has shape {mean_of(m).shape}, queries have dimension "
+                f"{q.shape[1]}"
+            )
+    u = _unit_centred(q, mean_of(batch.query_modality))
+    out = {}
+    for m, c in batch.lists.items():
+        cos = _centered(u, batch.candidate_embeddings(m, c.ids), mean_of(m))
+        out[m] = cos if c.is_full else np.where(c.valid, cos, -np.inf)
+    return out
+
+
+def _pools(arr, name: str) -> np.ndarray:
+    """``[Q, k]`` float64 centred cosines in raw-rank order; ``-inf`` may pad a row's end only."""
+    out = np.asarray(arr, dtype=np.float64)
+    if out.ndim != 2:
+        raise ValueError(f"{name}: expected centred cosines [n_queries, k], got shape {out.shape}")
+    valid = np.isfinite(out)
+    if np.count_nonzero(valid) == valid.size:  # the usual case: nothing padded
+        return out
+    if np.isnan(out).any() or np.isposinf(out).any():
+        raise ValueError(f"{name}: centred cosines contain NaN or +inf")
+    if out.shape[1] > 1 and (~valid[:, :-1] & valid[:, 1:]).any():
+        raise ValueError(f"{name}: -inf padding must come after every real score in a row")
+    return out
+
+
+class CenteredBackgroundScale:
+    """Per-(query modality, candidate modality, pool size) scale of centred-cosine pools.
+
+    scikit-learn style: :meth:`fit` / :meth:`partial_fit` / :meth:`transform`, fitted attributes
+    with a trailing underscore.
+
+    Parameters
+    ----------
+    model_id, dim : str or None, int or None
+        The embedding model and dimension the scales are fitted for; saved by :meth:`to_dict`.
+
+    Attributes
+    ----------
+    count_, log_scale_sum_ : dict
+        ``(query modality, candidate modality, pool size) ->`` number of pools fitted and the sum
+        of their log slopes (the scale is the geometric mean, as in
+        :class:`~mmgap_core.background.BackgroundScale`).
+    corpus_sizes_ : dict
+        Candidate modality -> corpus size at the last fit.
+    query_modalities_ : set of str
+        Query modalities fitted.
+    """
+
+    def __init__(self, model_id: str | None = None, dim: int | None = None):
+        self.model_id = model_id
+        self.dim = dim
+        self.count_: dict[Key, int] = {}
+        self.log_scale_sum_: dict[Key, float] = {}
+        self.corpus_sizes_: dict[str, int] = {}
+        self.query_modalities_: set[str] = set()
+        self._grids: dict[tuple[str, str], list[tuple[int, float]]] = {}  # per key: (size, log)
+
+    @property
+    def is_fitted(self) -> bool:
+        """Whether pools of any query modality were fitted."""
+        return bool(self.query_modalities_)
+
+    def fit(self, pools: Mapping[str, np.ndarray], query_modality: str, corpus_sizes):
+        """Fit the scales of ``query_modality`` (replacing its keys).
+
+        Parameters
+        ----------
+        pools : mapping of str to array-like
+            Candidate modality -> ``[Q, K]`` centred cosines of each calibration query's top ``K``
+            items *by raw cosine*, in that raw order, ``-inf`` padding. Every grid size up to
+            ``K`` (and ``K`` itself) is fitted from the first that-many of each full row.
+        query_modality : str
+        corpus_sizes : mapping of str to int
+            Candidate modality -> number of items the pools were drawn from.
+
+        Returns
+        -------
+        CenteredBackgroundScale
+            ``self``.
+        """
+        for key in [k for k in self.count_ if k[0] == query_modality]:
+            del self.count_[key]
+            del self.log_scale_sum_[key]
+        self.query_modalities_.discard(query_modality)
+        return self.partial_fit(pools, query_modality, corpus_sizes)
+
+    def partial_fit(self, pools: Mapping[str, np.ndarray], query_modality: str, corpus_sizes):
+        """Add more calibration pools to the running fit; see :meth:`fit`."""
+        if not isinstance(query_modality, str) or not query_modality.strip():
+            raise ValueError(f"query modality must be a non-empty string, got {query_modality!r}")
+        if not isinstance(pools, Mapping) or not pools:
+            raise ValueError("pools: expected a non-empty mapping of modality -> centred cosines")
+        checked = {}
+        for m, arr in pools.items():
+            if not isinstance(m, str) or not m.strip():
+                raise ValueError(f"candidate modality must be a non-empty string, got {m!r}")
+            if m not in corpus_sizes:
+                raise ValueError(f"corpus_sizes: no size for candidate modality {m!r}")
+            n = positive_int(corpus_sizes[m], f"corpus_sizes[{m!r}]: corpus size")
+            checked[m] = (_pools(arr, f"pools[{m!r}]"), n)
+        self._grids.clear()
+        for m, (arr, n) in checked.items():  # all checked first: a bad modality changes nothing
+            self.corpus_sizes_[m] = n
+            self.query_modalities_.add(query_modality)
+            width = arr.shape[1]
+            sizes = sorted(
+                {g for g in POOL_SIZES if g <= width} | ({width} if width >= 3 else set())
+            )
+            for g in sizes:
+                head = arr[:, :g]
+                full = head[np.isfinite(head).all(axis=1)]
+                if not full.shape[0]:
+                    continue
+                slopes = row_slopes(-np.sort(-full, axis=1), max(n, g))
+                if slopes.size:
+                    key = (query_modality, m, g)
+                    self.count_[key] = self.count_.get(key, 0) + int(slopes.size)
+                    self.log_scale_sum_[key] = self.log_scale_sum_.get(key, 0.0) + float(
+                        np.log(slopes).sum()
+                    )
+        return self
+
+    def has(self, candidate_modality: str, query_modality: str) -> bool:
+        """Whether the key (query modality, candidate modality) was calibrated.
+
+        A calibrated key may still have no scale (:meth:`has_scale`): its pools were all too
+        short to fit, as in a modality of a few items.
+        """
+        return query_modality in self.query_modalities_ and candidate_modality in self.corpus_sizes_
+
+    def has_scale(self, candidate_modality: str, query_modality: str) -> bool:
+        """Whether some pool size of the key (query modality, candidate modality) was fitted."""
+        return any(k[0] == query_modality and k[1] == candidate_modality for k in self.count_)
+
+    def has_query_modality(self, query_modality: str) -> bool:
+        """Whether pools of ``query_modality`` queries were fitted."""
+        return query_modality in self.query_modalities_
+
+    def scale(self, candidate_modality: str, query_modality: str, k: int) -> float:
+        """The scale for pools of ``k`` candidates: log-log interpolated, clamped at the grid ends.
+
+        Raises
+        ------
+        KeyError
+            When no pool size of the key was fitted.
+        """
+        k = positive_int(k, "pool size")
+        grid = self._grids.get((query_modality, candidate_modality))
+        if grid is None:
+            grid = sorted(
+                (key[2], self.log_scale_sum_[key] / self.count_[key])
+                for key in self.count_
+                if key[0] == query_modality and key[1] == candidate_modality
+            )
+            self._grids[(query_modality, candidate_modality)] = grid
+        if not grid:
+            raise KeyError(
+                f"no centred background scale for {candidate_modality!r} candidates of "
+                f"{query_modality!r} queries; fitted keys: {sorted({k[:2] for k in self.count_})}"
+            )
+        if k <= grid[0][0]:
+            return math.exp(grid[0][1])
+        for (g0, s0), (g1, s1) in zip(grid, grid[1:]):
+            if k <= g1:
+                t = (math.log(k) - math.log(g0)) / (math.log(g1) - math.log(g0))
+                return math.exp(s0 + t * (s1 - s0))
+        return math.exp(grid[-1][1])
+
+    def transform(
+        self, pools, candidate_modality: str, query_modality: str, n_items: int | None = None
+    ) -> np.ndarray:
+        """Background z of each candidate's centred cosine, in the pools' own (raw) order.
+
+        Parameters
+        ----------
+        pools : array-like
+            ``[Q, k]`` centred cosines of each query's candidates in raw-rank order, ``-inf``
+            padding.
+        candidate_modality, query_modality : str
+        n_items : int, optional
+            Current corpus size of the candidate modality; defaults to the size at fit time.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``[Q, k]`` float64, ``-inf`` where the input is padding.
+        """
+        arr = _pools(pools, f"{candidate_modality} centred cosines")
+        if n_items is None:
+            n_items = self.corpus_sizes_.get(candidate_modality)
+        n = positive_int(n_items, f"corpus size of {candidate_modality!r}")
+        valid = np.isfinite(arr)
+        if np.count_nonzero(valid) == valid.size:  # full rows (a search's): one group
+            sigma = self.scale(candidate_modality, query_modality, arr.shape[1])
+            mu = background_location(-np.sort(-arr, axis=1), sigma, max(n, arr.shape[1]))
+            return (arr - mu[:, None]) / sigma
+        lengths = valid.sum(axis=1)
+        out = np.full(arr.shape, -np.inf)
+        for length in np.unique(lengths).tolist():
+            if length == 0:
+                continue
+            rows = lengths == length
+            part = arr[rows, :length]
+            sigma = self.scale(candidate_modality, query_modality, length)
+            mu = background_location(-np.sort(-part, axis=1), sigma, max(n, length))
+            out[rows, :length] = (part - mu[:, None]) / sigma
+        return out
+
+    # ------------------------------------------------------------------ persistence
+    def to_dict(self) -> dict:
+        """JSON-ready dict: format, version, model, and per-key count and log-sum."""
+        return {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "model_id": self.model_id,
+            "dim": self.dim,
+            "corpus_sizes": dict(self.corpus_sizes_),
+            "query_modalities": sorted(self.query_modalities_),
+            "keys": [
+                {
+                    "query_modality": q,
+                    "candidate_modality": c,
+                    "pool_size": g,
+                    "count": self.count_[(q, c, g)],
+                    "log_scale_sum": self.log_scale_sum_[(q, c, g)],
+                }
+                for q, c, g in sorted(self.count_)
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, data) -> CenteredBackgroundScale:
+        """Rebuild from :meth:`to_dict` output; any malformed field is a ``ValueError``."""
+        what = "centred background scale"
+        if not isinstance(data, Mapping) or data.get("format") != FORMAT_NAME:
+            raise ValueError(f"not {what} data (expected format {FORMAT_NAME!r})")
+        if data.get("version") != FORMAT_VERSION:
+            raise ValueError(
+                f"{what}: unsupported version {data.get('version')!r} "
+                f"(this mmgap reads version {FORMAT_VERSION})"
+            )
+        dim = data.get("dim")
+        model_id = data.get("model_id")
+        if model_id is not None and not isinstance(model_id, str):
+            raise ValueError(f"{what}: model_id must be a string, got {model_id!r}")
+        out = cls(model_id, None if dim is None else positive_int(dim, f"{what}: dim"))
+        sizes = data.get("corpus_sizes") or {}
+        if not isinstance(sizes, Mapping):
+            raise ValueError(f"{what}: corpus_sizes must be an object")
+        out.corpus_sizes_ = {
+            str(m): positive_int(n, f"{what} corpus_sizes[{m!r}]") for m, n in sizes.items()
+        }
+        qms = data.get("query_modalities")
+        if not isinstance(qms, list) or not all(isinstance(q, str) and q.strip() for q in qms):
+            raise ValueError(f"{what}: 'query_modalities' must be a list of names")
+        out.query_modalities_ = set(qms)
+        keys = data.get("keys")
+        if not isinstance(keys, list):
+            raise ValueError(f"{what}: 'keys' must be a list")
+        for i, entry in enumerate(keys):
+            if not isinstance(entry, Mapping):
+                raise ValueError(f"{what}: keys[{i}] must be an object")
+            q, c = entry.get("query_modality"), entry.get("candidate_modality")
+            if not all(isinstance(s, str) and s.strip() for s in (q, c)):
+                raise ValueError(f"{what}: keys[{i}] needs modality names")
+            g = positive_int(entry.get("pool_size"), f"{what}: keys[{i}].pool_size")
+            count = positive_int(entry.get("count"), f"{what}: keys[{i}].count")
+            total = entry.get("log_scale_sum")
+            if isinstance(total, bool) or not isinstance(total, (int, float)):
+                raise ValueError(f"{what}: keys[{i}].log_scale_sum must be a number")
+            if not math.isfinite(total) or not math.isfinite(total / count):
+                raise ValueError(f"{what}: keys[{i}].log_scale_sum is not finite")
+            out.count_[(q, c, g)] = count
+            out.log_scale_sum_[(q, c, g)] = float(total)
+        out._grids.clear()
+        return out
+
+    def __repr__(self) -> str:
+        keys = sorted({k[:2] for k in self.count_})
+        return f"CenteredBackgroundScale({', '.join(f'{q}->{c}' for q, c in keys) or 'not fitted'})"
