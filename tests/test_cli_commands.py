@@ -189,6 +189,8 @@ def test_partial_calibration_merges_unless_replace(tmp_path, corpus, tiny_clip, 
     assert main(["calibrate", "--query-modalities", "image", *conn]) == 0
     assert _query_modalities(conn, capsys) == {"text", "image"}
     assert main(["search", "a cat", *conn, *model_args(tiny_clip)]) == 0  # text stats kept
+    # every scale of the text queries is kept, the centred ones of raw-center-z too
+    assert main(["search", "a cat", "--method", "raw-center-z", *conn, *model_args(tiny_clip)]) == 0
     assert main(["calibrate", "--query-modalities", "image", "--replace", *conn]) == 0
     assert _query_modalities(conn, capsys) == {"image"}
 

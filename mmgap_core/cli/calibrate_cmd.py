@@ -236,13 +236,17 @@ def merge_calibrations(old, new):
     stats = out["standardizer"]["stats"]
     stats += [s for s in a["standardizer"]["stats"] if s["query_modality"] in kept]
     stats.sort(key=lambda s: (s["query_modality"], s["candidate_modality"]))
-    bg_old, bg_new = a.get("background_scale"), out.get("background_scale")
-    if bg_old and bg_new:
-        keys = bg_new["keys"] + [k for k in bg_old["keys"] if k["query_modality"] in kept]
-        bg_new["keys"] = sorted(keys, key=lambda k: (k["query_modality"], k["candidate_modality"]))
-        bg_new["query_modalities"] = sorted(
-            set(bg_new["query_modalities"]) | (set(bg_old["query_modalities"]) & set(kept))
-        )
+    for field in ("background_scale", "centered_background_scale"):
+        bg_old, bg_new = a.get(field), out.get(field)
+        if bg_old and bg_new:
+            keys = bg_new["keys"] + [k for k in bg_old["keys"] if k["query_modality"] in kept]
+            bg_new["keys"] = sorted(
+                keys,
+                key=lambda k: (k["query_modality"], k["candidate_modality"], k.get("pool_size", 0)),
+            )
+            bg_new["query_modalities"] = sorted(
+                set(bg_new["query_modalities"]) | (set(bg_old["query_modalities"]) & set(kept))
+            )
     queries = dict(a.get("calibration_queries") or {})
     out["calibration_queries"] = {
         **{q: n for q, n in queries.items() if q in kept},
