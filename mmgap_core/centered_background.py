@@ -1,19 +1,22 @@
-"""Background z of mean-centred cosines: the second view of the ``raw-center-z`` method.
+"""The second view of the ``two-view-z`` method: background z of post-processed cosines.
 
-Centring (subtract each modality's mean embedding, renormalise, then take the cosine: the step of
-GR-CLIP and the ``center`` method) removes each item's projection on the modality's mean
-direction, which in a raw cosine adds per-item noise unrelated to the query. A candidate's centred
-cosine is therefore a second, partly independent measure of the same match. ``raw-center-z``
-averages the background z of both views (:mod:`mmgap_core.fusion_raw_center`).
+Each embedding has its modality's mean subtracted and its modality's top ``D`` principal
+directions projected out, then is renormalised: "all-but-the-top" (Mu & Viswanath 2018,
+``D = max(1, round(d / 100))``, 5 for 512-d CLIP). The mean is the modality gap's offset (the
+step of GR-CLIP and the ``center`` method); the top directions carry variance shared by the
+items of a modality, more than by their content. In a raw cosine both add per-item noise
+unrelated to the query, so a candidate's post-processed cosine is a second, partly independent
+measure of the same match. ``two-view-z`` averages the background z of both views
+(:mod:`mmgap_core.fusion_two_view`).
 
 The candidates come from the store's raw-cosine index: a modality's pool is its top ``k`` by raw
-cosine, and its centred cosines, sorted, are *not* the top ``k`` of the centred background. How
-they spread against the normal order scores ``a_r`` depends on ``k`` (on CLIP-like data the slope
-at ``k = 10`` is about 1.5 times the slope at ``k = 200``). So :class:`CenteredBackgroundScale`
-fits the scale of each (query modality, candidate modality) per pool size, on a grid
-(:data:`POOL_SIZES`), and interpolates in ``log k``. Location and z then follow
-:mod:`mmgap_core.background`: ``z = (c - mu_qm) / sigma_m(k)``, ``mu_qm`` the median of
-``c_r - sigma_m(k) * a_r`` over ranks 2..k of the query's sorted centred pool.
+cosine, and its post-processed cosines, sorted, are *not* the top ``k`` of that view's
+background. How they spread against the normal order scores ``a_r`` depends on ``k`` (on
+CLIP-like data the slope at ``k = 10`` is about 1.5 times the slope at ``k = 200``). So
+:class:`CenteredBackgroundScale` fits the scale of each (query modality, candidate modality) per
+pool size, on a grid (:data:`POOL_SIZES`), and interpolates in ``log k``. Location and z then
+follow :mod:`mmgap_core.background`: ``z = (c - mu_qm) / sigma_m(k)``, ``mu_qm`` the median of
+``c_r - sigma_m(k) * a_r`` over ranks 2..k of the query's sorted pool.
 """
 
 from __future__ import annotations
@@ -34,11 +37,52 @@ POOL_SIZES = (6, 8, 10, 15, 20, 30, 50, 75, 100, 150, 200)
 
 Key = tuple[str, str, int]  # (query modality, candidate modality, pool size)
 
-__all__ = ["POOL_SIZES", "CenteredBackgroundScale", "batch_centered_cosines", "centered_cosines"]
+__all__ = [
+    "POOL_SIZES",
+    "CenteredBackgroundScale",
+    "batch_centered_cosines",
+    "centered_cosines",
+    "default_n_directions",
+    "top_directions",
+]
 
 
-def centered_cosines(queries, query_mean, candidates, candidate_mean) -> np.ndarray:
-    """Cosine of each query with each of its candidates after subtracting the modality means.
+def top_directions(embeddings, mean, n_directions: int) -> np.ndarray:
+    """The top principal directions of embeddings around ``mean``: ``[D, d]`` orthonormal rows.
+
+    Parameters
+    ----------
+    embeddings : array-like
+        ``[N, d]`` embeddings of one modality (a sample is enough).
+    mean : array-like
+        ``[d]`` the modality's mean embedding.
+    n_directions : int
+        ``D``; at most ``min(N - 1, d)`` are returned.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``[D', d]`` float64, largest variance first (``D' <= D``; empty when ``N < 2``).
+    """
+    x = np.asarray(embeddings, dtype=np.float64) - np.asarray(mean, dtype=np.float64)
+    n = min(int(n_directions), x.shape[0] - 1, x.shape[1])
+    if n <= 0:
+        return np.zeros((0, x.shape[1]))
+    vals, vecs = np.linalg.eigh(x.T @ x)  # d x d scatter: memory d^2, whatever N is
+    return vecs[:, ::-1][:, :n].T.copy()
+
+
+def default_n_directions(dim: int) -> int:
+    """``max(1, round(dim / 100))``: the rule of Mu & Viswanath (2018), 5 for 512-d CLIP."""
+    return max(1, round(int(dim) / 100))
+
+
+def centered_cosines(queries, query_mean, candidates, candidate_mean, *, directions=None):
+    """Cosine of each query with each of its candidates in the post-processed space.
+
+    Each side has its modality's mean subtracted and, with ``directions``, its modality's top
+    principal directions projected out (all-but-the-top, Mu & Viswanath 2018), then is
+    renormalised.
 
     Parameters
     ----------
@@ -48,41 +92,54 @@ def centered_cosines(queries, query_mean, candidates, candidate_mean) -> np.ndar
         ``[d]`` mean embedding of the query's modality and of the candidates' modality.
     candidates : array-like
         ``[Q, k, d]`` each query's candidate embeddings.
+    directions : tuple of (array-like, array-like), optional
+        ``([Dq, d], [Dc, d])`` orthonormal directions removed from the query and the candidate
+        side (:func:`top_directions`); ``None``: centring only.
 
     Returns
     -------
     numpy.ndarray
         ``[Q, k]`` float64.
     """
-    return _centered(_unit_centred(queries, query_mean), candidates, candidate_mean)
+    dq, dc = directions if directions is not None else (None, None)
+    return _centered(_unit_centred(queries, query_mean, dq), candidates, candidate_mean, dc)
 
 
-def _unit_centred(queries, mean) -> np.ndarray:
+def _unit_centred(queries, mean, directions=None) -> np.ndarray:
     q = np.asarray(queries, dtype=np.float64) - np.asarray(mean, dtype=np.float64)
+    if directions is not None and len(directions):
+        u = np.asarray(directions, dtype=np.float64)
+        q = q - (q @ u.T) @ u
     return q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
 
 
-def _centered(u: np.ndarray, candidates, candidate_mean) -> np.ndarray:
-    """Centred cosines given the unit centred queries ``u``.
+def _centered(u: np.ndarray, candidates, candidate_mean, directions=None) -> np.ndarray:
+    """Post-processed cosines given the unit post-processed queries ``u``.
 
-    ``cos(q - mu_q, c - mu_c) = (c . u - mu_c . u) / |c - mu_c|`` with
-    ``|c - mu_c|^2 = |c|^2 - 2 c . mu_c + |mu_c|^2``: two passes over the candidates in their own
-    dtype (float32 from a store), no centred copy of them.
+    With ``P = I - U^T U`` the candidate modality's projection (``U`` its removed directions,
+    none for centring only) and ``v = P u``: ``u . P(c - mu) = v . c - v . mu`` and
+    ``|P(c - mu)|^2 = |c|^2 - 2 c . mu + |mu|^2 - |U c - U mu|^2``. One matrix product over the
+    candidates in their own dtype (float32 from a store) gives every term; no copy of them.
     """
     mu = np.asarray(candidate_mean, dtype=np.float64)
     e = np.asarray(candidates)
     if e.dtype not in (np.float32, np.float64):
         e = e.astype(np.float64)
-    pair = np.empty((u.shape[0], u.shape[1], 2), dtype=e.dtype)
-    pair[:, :, 0] = u
-    pair[:, :, 1] = mu
-    dots = np.matmul(e, pair)  # [Q, k, 2]: each candidate dotted with u and with mu_c
-    sq = np.einsum("qkd,qkd->qk", e, e)
-    norm = np.sqrt(np.maximum(sq - 2.0 * dots[:, :, 1] + float(mu @ mu), 0.0))
-    return (dots[:, :, 0] - (u @ mu)[:, None]) / np.maximum(norm, 1e-12)
+    dirs = np.zeros((0, mu.size)) if directions is None else np.asarray(directions, np.float64)
+    v = u - (u @ dirs.T) @ dirs if len(dirs) else u
+    cols = np.empty((u.shape[0], u.shape[1], 2 + len(dirs)), dtype=e.dtype)
+    cols[:, :, 0] = v
+    cols[:, :, 1] = mu
+    cols[:, :, 2:] = dirs.T
+    dots = np.matmul(e, cols)  # [Q, k, 2 + D]: each candidate dotted with v, mu and each row of U
+    sq = np.einsum("qkd,qkd->qk", e, e) - 2.0 * dots[:, :, 1] + float(mu @ mu)
+    if len(dirs):
+        sq = sq - np.square(dots[:, :, 2:] - dirs @ mu).sum(axis=2)
+    norm = np.sqrt(np.maximum(sq, 0.0))
+    return (dots[:, :, 0] - (v @ mu)[:, None]) / np.maximum(norm, 1e-12)
 
 
-def batch_centered_cosines(batch, mean_of, name: str) -> dict[str, np.ndarray]:
+def batch_centered_cosines(batch, mean_of, name: str, directions_of=None) -> dict[str, np.ndarray]:
     """:func:`centered_cosines` of a candidate batch, per modality, ``-inf`` where padding.
 
     Parameters
@@ -93,6 +150,8 @@ def batch_centered_cosines(batch, mean_of, name: str) -> dict[str, np.ndarray]:
         Modality -> ``[d]`` mean embedding (raises ``ValueError`` for an unknown modality).
     name : str
         The calling method's name, for messages.
+    directions_of : callable, optional
+        Modality -> ``[D, d]`` directions to project out (``None``: centring only).
     """
     if batch.query_embeddings is None or batch.candidate_embeddings is None:
         raise ValueError(f"{name} needs query embeddings and a candidate embedding lookup")
@@ -107,10 +166,11 @@ def batch_centered_cosines(batch, mean_of, name: str) -> dict[str, np.ndarray]:
                 f"{name}: mean of {m!r} has shape {mean_of(m).shape}, queries have dimension "
                 f"{q.shape[1]}"
             )
-    u = _unit_centred(q, mean_of(batch.query_modality))
+    dirs = directions_of or (lambda _m: None)
+    u = _unit_centred(q, mean_of(batch.query_modality), dirs(batch.query_modality))
     out = {}
     for m, c in batch.lists.items():
-        cos = _centered(u, batch.candidate_embeddings(m, c.ids), mean_of(m))
+        cos = _centered(u, batch.candidate_embeddings(m, c.ids), mean_of(m), dirs(m))
         out[m] = cos if c.is_full else np.where(c.valid, cos, -np.inf)
     return out
 
@@ -209,7 +269,8 @@ class CenteredBackgroundScale:
         for m, (arr, n) in checked.items():  # all checked first: a bad modality changes nothing
             self.corpus_sizes_[m] = n
             self.query_modalities_.add(query_modality)
-            width = arr.shape[1]
+            # The longest real row, not the array's width: a self-excluded pool is one short.
+            width = int(np.isfinite(arr).sum(axis=1).max()) if arr.size else 0
             sizes = sorted(
                 {g for g in POOL_SIZES if g <= width} | ({width} if width >= 3 else set())
             )

@@ -319,7 +319,7 @@ class RetrievalEngine:
         Give ``text=``, ``image=`` (path, PIL image or bytes), or a precomputed ``embedding=`` with
         its ``query_modality``. Each modality's collection is queried (concurrently) for
         ``k_per_modality`` candidates (default ``max(k, 50)``), the scores are made comparable with
-        ``method`` (any fusion method of the core, default ``background-z``; see
+        ``method`` (any fusion method of the core, default ``two-view-z``; see
         :func:`mmgap_core.fusion.method_help`), and the top ``k`` are returned.
 
         Returns
@@ -338,6 +338,8 @@ class RetrievalEngine:
             check_query(text, image)
             qmod = "image" if text is None and image is not None else "text"
         # Everything that needs no model is checked before the query is embedded.
+        asked, record = method, self._calibration
+        method = method if record is None else record.usable_method(method, qmod)
         method_cls = method_class(method)
         self._check_calibrated(method_cls, method, qmod)
         if embedding is not None:
@@ -347,7 +349,9 @@ class RetrievalEngine:
         else:
             v, qmod = self.embed_query(text, image)
             vec = v.reshape(1, -1)
-        notes: list[str] = []
+        notes = []
+        if method != asked:
+            notes.append(f"ranked by {method}: the calibration predates {asked}; recalibrate")
         counts = self._counts_for_search(notes)
         mods = list(modalities) if modalities is not None else list(counts)
         for m in mods:
@@ -456,6 +460,7 @@ class RetrievalEngine:
             background_scale=bg,
             center_means=record.center_means if cls.needs_center_means else None,
             centered_scale=record.centered if cls.needs_centered_scale else None,
+            center_directions=record.center_directions if cls.needs_centered_scale else None,
             corpus_sizes=counts,
         )
         # A method reads no more than these objects and whether they are fitted: one built from
@@ -472,17 +477,9 @@ class RetrievalEngine:
         self, hits: dict[str, ModalityHits], qmod: str, counts: Mapping[str, int]
     ) -> None:
         """Add this search's top-1 per modality (and its lists) to the running statistics."""
-        lists = self_excluded_lists(hits)
-        best = {m: float(v[0, 0]) for m, v in lists.items() if np.isfinite(v[0, 0])}
-        if not best:
-            return
-        record = self._calibration
-        with self._lock, warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            record.standardizer.partial_fit(np.asarray(list(best.values())), list(best), qmod)
-            if record.background is not None:
-                sizes = {m: max(int(counts.get(m, 0)), v.shape[1], 1) for m, v in lists.items()}
-                record.background.partial_fit(lists, qmod, sizes)
+        with self._lock:
+            if not self._calibration.add_search(self_excluded_lists(hits), qmod, counts):
+                return
             self._searches_since_persist += 1
             if self._searches_since_persist >= self.persist_every:
                 self.persist_calibration()

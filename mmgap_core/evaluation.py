@@ -10,7 +10,12 @@ import numpy as np
 from ._validation import as_embeddings, as_labels
 from .candidates import CandidateBatch
 from .background import BackgroundScale
-from .centered_background import CenteredBackgroundScale, centered_cosines
+from .centered_background import (
+    CenteredBackgroundScale,
+    centered_cosines,
+    default_n_directions,
+    top_directions,
+)
 from .fusion import (
     DEFAULT_METHOD,
     CenterFusion,
@@ -441,11 +446,12 @@ def fit_methods(
             extra[query_modality] = cal_src.mean(axis=0, dtype=np.float64)
         center_means = CenterFusion.fit(corpus, labels, extra).means
 
-    centered = None
+    centered = directions = None
     if any(method_class(n).needs_centered_scale for n in method_names):
         cal_q, pool_rows = (
             (queries, retrieved.indices) if calibration_queries is None else (cal, cal_top.indices)
         )
+        directions = fit_directions(corpus, labels, center_means, cal_q, query_modality)
         centered = fit_centered_scale(
             cal_q,
             pool_rows[:, :, : retrieved.scores.shape[2]],
@@ -454,6 +460,7 @@ def fit_methods(
             center_means,
             query_modality,
             counts,
+            directions,
         )
 
     fusers = {
@@ -465,6 +472,7 @@ def fit_methods(
             background_scale=background,
             corpus_sizes=counts,
             centered_scale=centered,
+            center_directions=directions,
         )
         for name in method_names
     }
@@ -479,6 +487,7 @@ def fit_centered_scale(
     means: dict[str, np.ndarray],
     query_modality: str,
     counts: dict[str, int],
+    directions: dict[str, np.ndarray] | None = None,
 ) -> CenteredBackgroundScale:
     """Fit the centred-cosine scales from each calibration query's raw top pools.
 
@@ -491,9 +500,26 @@ def fit_centered_scale(
         pools = {}
         for j, m in enumerate(modalities):
             rows = pool_rows[s : s + _CHUNK, j, :]
+            dirs = None if directions is None else (directions[query_modality], directions[m])
             cos = centered_cosines(
-                cal_queries[s : s + _CHUNK], means[query_modality], corpus[rows], means[m]
+                cal_queries[s : s + _CHUNK],
+                means[query_modality],
+                corpus[rows],
+                means[m],
+                directions=dirs,
             )
             pools[m] = np.where(rows >= 0, cos, -np.inf)
         out.partial_fit(pools, query_modality, counts)
+    return out
+
+
+def fit_directions(corpus, labels, means, queries, query_modality: str) -> dict[str, np.ndarray]:
+    """Each modality's top principal directions (:func:`default_n_directions` of them).
+
+    The query modality, when the corpus holds none of it, takes them from the queries.
+    """
+    n = default_n_directions(corpus.shape[1])
+    out = {str(m): top_directions(corpus[labels == m], means[m], n) for m in np.unique(labels)}
+    if query_modality not in out:
+        out[query_modality] = top_directions(queries, means[query_modality], n)
     return out

@@ -14,7 +14,7 @@ import numpy as np
 from .background import BackgroundScale
 from .centered_background import CenteredBackgroundScale, batch_centered_cosines
 from .fusion_background import BackgroundZFusion
-from .fusion_raw_center import RawCenterZFusion
+from .fusion_two_view import TwoViewZFusion
 from .candidates import CandidateBatch, ModalityCandidates  # noqa: F401 - re-exported
 from .fusion_base import FusedRanking, FusionMethod, merge_scored, tie_break_keys  # noqa: F401
 from .stats import ModalityStandardizer
@@ -28,10 +28,10 @@ METHOD_NAMES = (
     "rrf",
     "center",
     "background-z",
-    "raw-center-z",
+    "two-view-z",
 )
 
-DEFAULT_METHOD = "background-z"
+DEFAULT_METHOD = "two-view-z"
 
 
 class RawFusion(FusionMethod):
@@ -199,7 +199,7 @@ METHODS: dict[str, type[FusionMethod]] = {
     "rrf": RRFFusion,
     "center": CenterFusion,
     "background-z": BackgroundZFusion,
-    "raw-center-z": RawCenterZFusion,
+    "two-view-z": TwoViewZFusion,
 }
 
 
@@ -267,6 +267,7 @@ def make_method(
     corpus_sizes: Mapping[str, int] | None = None,
     rrf_k: int = 60,
     centered_scale: CenteredBackgroundScale | None = None,
+    center_directions: Mapping[str, np.ndarray] | None = None,
 ) -> FusionMethod:
     """Build a fusion method by its CLI name, with what it needs.
 
@@ -289,6 +290,9 @@ def make_method(
     centered_scale : CenteredBackgroundScale, optional
         Scales of centred-cosine pools fitted by calibration, for methods with
         ``needs_centered_scale``.
+    center_directions : mapping of str to numpy.ndarray, optional
+        Top principal directions per modality (``[D, d]``), projected out of the second view of
+        methods with ``needs_centered_scale``; ``None``: centring only.
 
     Returns
     -------
@@ -320,9 +324,14 @@ def make_method(
         return CenterFusion(center_means)
     if cls is BackgroundZFusion:
         return BackgroundZFusion(background_scale, corpus_sizes, standardizer)
-    if cls is RawCenterZFusion:
-        return RawCenterZFusion(
-            background_scale, centered_scale, center_means, corpus_sizes, standardizer
+    if cls is TwoViewZFusion:
+        return TwoViewZFusion(
+            background_scale,
+            centered_scale,
+            center_means,
+            corpus_sizes,
+            standardizer,
+            center_directions,
         )
     return cls()
 

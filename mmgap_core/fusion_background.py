@@ -47,9 +47,7 @@ class BackgroundZFusion(FusionMethod):
     """
 
     name = "background-z"
-    summary = (
-        "default: background standard deviations above the query's own typical item, per modality"
-    )
+    summary = "background standard deviations above the query's own typical item, per modality"
     unit = "z over the query's background"
     needs_background_scale = True
     needs_standardizer = True

@@ -12,21 +12,25 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 from bench_quality import coco_sets, evaluate_set, simulator_sets  # noqa: E402
-from bench_tradeoff import OwnModalityShift, fit_default, order_reach, score_parts  # noqa: E402
-
-from mmgap_core.fusion import DEFAULT_METHOD  # noqa: E402
+from bench_tradeoff import (  # noqa: E402
+    SHIFTED_BASE,
+    OwnModalityShift,
+    fit_default,
+    order_reach,
+    score_parts,
+)
 
 
 @pytest.fixture(scope="module")
 def fitted():
     (s,) = simulator_sets(["clip-like"], 1)
-    fusers, batch, retrieved = fit_default(s, 50, (DEFAULT_METHOD, "center"))
-    return s, fusers[DEFAULT_METHOD], batch, fusers, retrieved
+    fusers, batch, retrieved = fit_default(s, 50, (SHIFTED_BASE, "center"))
+    return s, fusers[SHIFTED_BASE], batch, fusers, retrieved
 
 
 def test_zero_shift_reproduces_the_default(fitted):
     s, method, batch, *_ = fitted
-    ref = evaluate_set(s, [DEFAULT_METHOD], 50)[DEFAULT_METHOD]
+    ref = evaluate_set(s, [SHIFTED_BASE], 50)[SHIFTED_BASE]
     mine = score_parts(s, OwnModalityShift(method, 0.0), batch)
     assert mine["cross"] and mine["same"]
     for part in ("cross", "same"):
@@ -45,7 +49,7 @@ def test_a_large_shift_puts_one_modality_on_top(fitted, shift):
     assert 0 < np.mean(unshifted == s.query_modality) < 1
 
 
-SCORE_ONLY = ("standardize", "zscore-per-query", "minmax", "rrf", DEFAULT_METHOD)
+SCORE_ONLY = ("standardize", "zscore-per-query", "minmax", "rrf", SHIFTED_BASE)
 
 
 def test_order_reach_matches_the_harness_and_bounds_score_only_methods(fitted):
@@ -53,7 +57,7 @@ def test_order_reach_matches_the_harness_and_bounds_score_only_methods(fitted):
     reach = order_reach(s, fusers, batch, retrieved)
     ref = evaluate_set(s, [*SCORE_ONLY, "center"], 50)
     assert reach["center"] == pytest.approx(ref["center"]["same"]["recall@10"], abs=1e-12)
-    assert reach["default"] == pytest.approx(ref[DEFAULT_METHOD]["same"]["recall@10"], abs=1e-12)
+    assert reach["background_z"] == pytest.approx(ref[SHIFTED_BASE]["same"]["recall@10"], abs=1e-12)
     assert reach["center_within"] + reach["center_beyond"] == pytest.approx(reach["center"])
     # No method that keeps each modality's cosine order gets past the ceiling...
     for name in SCORE_ONLY:
@@ -65,5 +69,5 @@ def test_order_reach_matches_the_harness_and_bounds_score_only_methods(fitted):
 
 def test_order_reach_is_none_without_same_modal_queries():
     s = coco_sets()[0]
-    fusers, batch, retrieved = fit_default(s, 20, (DEFAULT_METHOD, "center"))
+    fusers, batch, retrieved = fit_default(s, 20, (SHIFTED_BASE, "center"))
     assert order_reach(s, fusers, batch, retrieved) is None

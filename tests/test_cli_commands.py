@@ -189,8 +189,8 @@ def test_partial_calibration_merges_unless_replace(tmp_path, corpus, tiny_clip, 
     assert main(["calibrate", "--query-modalities", "image", *conn]) == 0
     assert _query_modalities(conn, capsys) == {"text", "image"}
     assert main(["search", "a cat", *conn, *model_args(tiny_clip)]) == 0  # text stats kept
-    # every scale of the text queries is kept, the centred ones of raw-center-z too
-    assert main(["search", "a cat", "--method", "raw-center-z", *conn, *model_args(tiny_clip)]) == 0
+    # every scale of the text queries is kept, the centred ones of two-view-z too
+    assert main(["search", "a cat", "--method", "two-view-z", *conn, *model_args(tiny_clip)]) == 0
     assert main(["calibrate", "--query-modalities", "image", "--replace", *conn]) == 0
     assert _query_modalities(conn, capsys) == {"image"}
 
@@ -223,7 +223,7 @@ def test_a_copy_of_the_checkpoint_under_another_name_works(tmp_path, corpus, tin
 
 
 # ---------------------------------------------------------------------------- 16, 17: compare
-@pytest.mark.parametrize("method", ["rrf", "raw-center-z"])
+@pytest.mark.parametrize("method", ["rrf", "two-view-z"])
 def test_compare_uses_the_method_asked_for(tmp_path, corpus, tiny_clip, capsys, method):
     conn = make_store(tmp_path, corpus, tiny_clip)
     capsys.readouterr()

@@ -120,14 +120,15 @@ def test_calibrated_search_merges_and_standardizes(indexed, sample_images):
         assert raw == sorted(raw, reverse=True)
 
 
-def test_default_search_is_background_z_of_the_calibrated_scales(indexed, sample_images):
+def test_background_z_search_is_the_z_of_the_calibrated_scales(indexed, sample_images):
     indexed.calibrate(progress=False)
     record = indexed.calibration
     assert record.background is not None
     assert record.background.has("image", "text") and record.background.has("text", "image")
     n = len(TEXTS) + len(sample_images)
-    res = indexed.search("a cat sleeping", k=n)
-    assert res.method == "background-z" == DEFAULT_METHOD
+    assert indexed.search("a cat sleeping", k=n).method == "two-view-z" == DEFAULT_METHOD
+    res = indexed.search("a cat sleeping", k=n, method="background-z")
+    assert res.method == "background-z"
     raw = indexed.search("a cat sleeping", k=n, method="raw")
     for m in ("text", "image"):
         lists = np.array([[h.raw_score for h in raw if h.modality == m]])

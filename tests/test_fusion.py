@@ -525,7 +525,7 @@ def test_methods_declare_what_they_need():
         "rrf": set(),
         "center": {"needs_center_means", "needs_candidate_embeddings"},
         "background-z": {"needs_background_scale", "needs_standardizer"},
-        "raw-center-z": {
+        "two-view-z": {
             "needs_background_scale",
             "needs_centered_scale",
             "needs_standardizer",

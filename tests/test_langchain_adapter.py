@@ -397,7 +397,7 @@ def test_modalities_limit_the_same_ranking(retriever, lc_engine, sample_images):
         retriever.invoke(QUERY, modalities=["video"])
 
 
-@pytest.mark.parametrize("method", ["standardize", "rrf", "raw", "raw-center-z"])
+@pytest.mark.parametrize("method", ["standardize", "rrf", "raw", "two-view-z"])
 def test_every_method_mirrors_the_engine(lc_engine, method):
     retriever = MMGapRetriever(engine=lc_engine, method=method, k=6)
     docs = retriever.invoke(QUERY)

@@ -196,8 +196,8 @@ def test_options_filter_threshold_method(li_retriever):
     assert [r.score for r in raw] == pytest.approx(
         [h.raw_score for h in engine.search(text=QUERY, k=5, method="raw")]
     )
-    two_view = MMGapLlamaRetriever(engine, similarity_top_k=5, method="raw-center-z")
-    hits = engine.search(text=QUERY, k=5, method="raw-center-z")
+    two_view = MMGapLlamaRetriever(engine, similarity_top_k=5, method="two-view-z")
+    hits = engine.search(text=QUERY, k=5, method="two-view-z")
     got = two_view.retrieve(QUERY)
     assert [r.node.node_id for r in got] == [h.id for h in hits]
     assert [r.score for r in got] == pytest.approx([h.score for h in hits])

@@ -85,3 +85,15 @@ def test_default_ranks_real_clip_cross_modal_better_than_the_paper_and_rrf(index
     assert r10[DEFAULT_METHOD] >= r10["rrf"] - 0.01
     assert ndcg[DEFAULT_METHOD] > max(ndcg["standardize"], ndcg["rrf"])
     assert report.stats["default_method"] == DEFAULT_METHOD
+
+
+@pytest.mark.parametrize("profile", ["clip-like", "clip-like-multimodal", "hard-distractors"])
+def test_default_meets_the_bound_of_issue_9_on_the_hardest_profiles(profile):
+    """Cross- and same-modal R@10 and nDCG@10 within 0.01 of the best baseline (bench_quality)."""
+    from bench_quality import bound_failures, evaluate_set, simulator_sets
+
+    (s,) = simulator_sets([profile], 1)
+    res = evaluate_set(
+        s, ["raw", "standardize", "zscore-per-query", "minmax", "rrf", "center", DEFAULT_METHOD], 50
+    )
+    assert bound_failures(s.name, res, DEFAULT_METHOD) == []

@@ -267,31 +267,35 @@ def test_engine_and_store_both_still_reject_a_bad_query(vector_engine, bad, matc
             vector_engine.store.query_per_modality(bad, 3)
 
 
+#: The method with the single-query shortcut (the default until two-view-z, which has none).
+BG = "background-z"
+
+
 def test_search_reuses_its_fusion_method_until_what_it_was_built_from_changes(vector_engine):
     from mmgap_core.engine import RetrievalEngine
 
     engine = vector_engine
     q = unit(np.random.default_rng(5).standard_normal((1, 16)))[0]
-    first = engine.search(embedding=q, k=5)
+    first = engine.search(embedding=q, k=5, method=BG)
     fuser = engine._fuser_cache[1]
-    assert engine.search(embedding=q, k=5).hits == first.hits
+    assert engine.search(embedding=q, k=5, method=BG).hits == first.hits
     assert engine._fuser_cache[1] is fuser  # reused
     engine.search(embedding=q, k=5, method="".join(["background", "-z"]))
     assert engine._fuser_cache[1] is fuser  # an equal name built elsewhere: reused
     engine.search(embedding=q, k=5, method="raw")
     assert engine._fuser_cache[1] is not fuser  # another method
-    engine.search(embedding=q, k=5)
+    engine.search(embedding=q, k=5, method=BG)
     fuser = engine._fuser_cache[1]
     engine.calibration.standardizer = ModalityStandardizer.from_dict(
         engine.calibration.standardizer.to_dict()
     )
-    engine.search(embedding=q, k=5)
+    engine.search(embedding=q, k=5, method=BG)
     assert engine._fuser_cache[1] is not fuser  # other statistics
     fuser = engine._fuser_cache[1]
     engine.calibrate(sample=60, seed=1, progress=False)
-    again = engine.search(embedding=q, k=5)
+    again = engine.search(embedding=q, k=5, method=BG)
     assert engine._fuser_cache[1] is not fuser  # recalibrated
-    fresh = RetrievalEngine(engine.store).search(embedding=q, k=5)
+    fresh = RetrievalEngine(engine.store).search(embedding=q, k=5, method=BG)
     assert again.hits == fresh.hits
 
 
@@ -305,7 +309,7 @@ def test_search_results_are_what_the_general_path_gives(vector_engine):
     for q in unit(np.random.default_rng(6).standard_normal((20, 16))):
         with warnings.catch_warnings():
             warnings.simplefilter("error")
-            got = engine.search(embedding=q, k=7, k_per_modality=12)
+            got = engine.search(embedding=q, k=7, k_per_modality=12, method=BG)
         hits = engine.store.query_per_modality(q, {"text": 12, "image": 12})
         lists = {
             m: ModalityCandidates(np.tile(np.arange(12), (1, 1)), h.scores.astype(np.float64))
@@ -330,7 +334,7 @@ def test_a_search_takes_the_single_query_shortcut_and_falls_back_when_it_decline
 
     engine = vector_engine
     q = unit(np.random.default_rng(8).standard_normal((1, 16)))[0]
-    want = engine.search(embedding=q, k=6, k_per_modality=10)
+    want = engine.search(embedding=q, k=6, k_per_modality=10, method=BG)
     calls = {"one": 0, "batch": 0}
     real_one, real_fuse = BackgroundZFusion.fuse_one, BackgroundZFusion.fuse
 
@@ -343,14 +347,16 @@ def test_a_search_takes_the_single_query_shortcut_and_falls_back_when_it_decline
 
     monkeypatch.setattr(BackgroundZFusion, "fuse_one", counted("one", real_one))
     monkeypatch.setattr(BackgroundZFusion, "fuse", counted("batch", real_fuse))
-    assert engine.search(embedding=q, k=6, k_per_modality=10).hits == want.hits
+    assert engine.search(embedding=q, k=6, k_per_modality=10, method=BG).hits == want.hits
     assert calls == {"one": 1, "batch": 0}
     # A declined shortcut (here: forced) gives the same answer through the batch path.
     monkeypatch.setattr(BackgroundZFusion, "fuse_one", lambda *a, **kw: None)
-    assert engine.search(embedding=q, k=6, k_per_modality=10).hits == want.hits
+    assert engine.search(embedding=q, k=6, k_per_modality=10, method=BG).hits == want.hits
     assert calls["batch"] == 1
     # Padded lists (a filter leaves no text) are the batch path's.
     monkeypatch.setattr(BackgroundZFusion, "fuse_one", counted("one", real_one))
-    only_images = engine.search(embedding=q, k=6, k_per_modality=10, where={"modality": "image"})
+    only_images = engine.search(
+        embedding=q, k=6, k_per_modality=10, where={"modality": "image"}, method=BG
+    )
     assert calls == {"one": 2, "batch": 2}
     assert [h.modality for h in only_images] == ["image"] * 6

@@ -1,4 +1,4 @@
-"""Calibration of the centred view of ``raw-center-z``, through the store's own index.
+"""Calibration of the centred view of ``two-view-z``, through the store's own index.
 
 The centred scale describes how the centred cosines of a *raw-cosine* pool spread (see
 :mod:`mmgap_core.centered_background`), so its calibration pools are what a search gets: each
@@ -14,11 +14,17 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ..centered_background import POOL_SIZES, CenteredBackgroundScale, centered_cosines
+from ..centered_background import (
+    POOL_SIZES,
+    CenteredBackgroundScale,
+    centered_cosines,
+    default_n_directions,
+    top_directions,
+)
 from ..store.base import VectorStore
-from .store_index import other_hits
+from .store_index import MEANS_SAMPLE, other_hits
 
-__all__ = ["CENTERED_POOL", "CENTERED_QUERIES", "fit_centered_scale"]
+__all__ = ["CENTERED_POOL", "CENTERED_QUERIES", "fit_centered_scale", "fit_directions"]
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +34,24 @@ CENTERED_QUERIES = 200
 CENTERED_POOL = max(POOL_SIZES)
 #: Queries per store call (each returns up to ``CENTERED_POOL`` embeddings per modality).
 _BATCH = 32
+
+
+def fit_directions(
+    store: VectorStore, means: Mapping[str, np.ndarray], dim: int, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """Each modality's top principal directions, from a sample of :data:`MEANS_SAMPLE` items.
+
+    :func:`~mmgap_core.centered_background.default_n_directions` of them, around the
+    calibration's means; the top directions of a large sample are those of the whole modality.
+    """
+    n = default_n_directions(dim)
+    out = {}
+    for m in store.modalities():
+        if m in means:
+            _ids, _docs, emb = store.sample_documents(m, MEANS_SAMPLE, seed)
+            if emb.shape[0]:
+                out[m] = top_directions(emb, means[m], n)
+    return out
 
 
 def fit_centered_scale(
@@ -40,6 +64,7 @@ def fit_centered_scale(
     dim: int | None = None,
     seed: int = 0,
     progress: bool = False,
+    directions: Mapping[str, np.ndarray] | None = None,
 ) -> CenteredBackgroundScale | None:
     """Fit :class:`CenteredBackgroundScale` from the store's answers to calibration queries.
 
@@ -58,6 +83,9 @@ def fit_centered_scale(
     seed : int, default 0
     progress : bool, default False
         Show a progress bar.
+    directions : mapping of str to numpy.ndarray, optional
+        Top principal directions per modality, projected out of the second view (as a search
+        will); a modality without them is only centred.
 
     Returns
     -------
@@ -67,6 +95,7 @@ def fit_centered_scale(
     from tqdm.auto import tqdm
 
     out = CenteredBackgroundScale(model_id=model_id, dim=dim)
+    dirs = dict(directions or {})
     rng = np.random.default_rng(seed)
     live = {m: int(n) for m, n in counts.items() if n > 0 and m in means}
     for qm, qs in query_sets.items():
@@ -92,6 +121,7 @@ def fit_centered_scale(
                             means[qm],
                             h.embeddings[r : r + 1, kept],
                             means[m],
+                            directions=(dirs.get(qm), dirs.get(m)),
                         )[0]
                 pools[m] = pool
             out.partial_fit(pools, qm, live)

@@ -27,7 +27,7 @@ import numpy as np
 
 from .._validation import as_embeddings, int_at_least
 from ..background import BackgroundScale
-from .centered import fit_centered_scale
+from .centered import fit_centered_scale, fit_directions
 from ..stats import ModalityStandardizer
 from ..store.base import VectorStore
 from .record import CalibrationRecord, Provenance
@@ -344,8 +344,11 @@ def fit_calibration(
                 f"calibration found no pseudo-positive {missing} candidate for any {qm} query "
                 f"(store holds {dict(counts)}); index more items or pass calibration queries"
             )
-    centered = (
-        fit_centered_scale(
+    directions = centered = None
+    if means:
+        width = dim or len(next(iter(means.values())))
+        directions = fit_directions(store, means, width, seed)
+        centered = fit_centered_scale(
             store,
             query_sets,
             means,
@@ -354,10 +357,8 @@ def fit_calibration(
             dim=dim,
             seed=seed,
             progress=progress,
+            directions=directions,
         )
-        if means
-        else None
-    )
     given = any(qs.self_ids is None for qs in query_sets.values())
     provenance = Provenance(
         model_id=model_id,
@@ -368,4 +369,6 @@ def fit_calibration(
         calibration_queries={qm: int(qs.embeddings.shape[0]) for qm, qs in query_sets.items()},
         mining_agreement=agreement,
     )
-    return CalibrationRecord(std, dict(counts), means or None, provenance, background, centered)
+    return CalibrationRecord(
+        std, dict(counts), means or None, provenance, background, centered, directions
+    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import stat
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -97,8 +98,11 @@ class CalibrationRecord:
         Background scales per (query modality, candidate modality), for ``background-z``;
         ``None`` in records written before that method existed.
     centered : CenteredBackgroundScale or None
-        Scales of centred-cosine pools, for ``raw-center-z``; ``None`` in records written before
+        Scales of the second view's pools, for ``two-view-z``; ``None`` in records written before
         that method existed.
+    center_directions : dict of str to numpy.ndarray or None
+        ``[D, d]`` top principal directions per modality, projected out of ``two-view-z``'s
+        second view.
 
     Notes
     -----
@@ -111,6 +115,7 @@ class CalibrationRecord:
     provenance: Provenance = field(default_factory=Provenance)
     background: BackgroundScale | None = None
     centered: CenteredBackgroundScale | None = None
+    center_directions: dict[str, np.ndarray] | None = None
 
     @property
     def model_id(self) -> str | None:
@@ -179,6 +184,37 @@ class CalibrationRecord:
                 f"`mmgap calibrate --query-modalities {query_modality}`"
             )
 
+    def add_search(self, lists: Mapping[str, np.ndarray], query_modality: str, counts) -> bool:
+        """Add one search's lists (self-excluded, ``[1, k]`` per modality) to the statistics.
+
+        Its top-1 per modality goes to the standardizer, its lists to the background scales.
+        Returns whether there was any score to add.
+        """
+        best = {m: float(v[0, 0]) for m, v in lists.items() if np.isfinite(v[0, 0])}
+        if not best:
+            return False
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            self.standardizer.partial_fit(
+                np.asarray(list(best.values())), list(best), query_modality
+            )
+            if self.background is not None:
+                sizes = {m: max(int(counts.get(m, 0)), v.shape[1], 1) for m, v in lists.items()}
+                self.background.partial_fit(lists, query_modality, sizes)
+        return True
+
+    def usable_method(self, name: str, query_modality: str) -> str:
+        """``name``, or ``background-z`` when ``name`` is the default method and this record,
+        written before it, lacks what it needs for ``query_modality`` queries (a search says so).
+        """
+        from ..fusion import DEFAULT_METHOD, method_class
+
+        if name != DEFAULT_METHOD or not method_class(name).needs_centered_scale:
+            return name
+        if self.centered is not None and self.centered.has_query_modality(query_modality):
+            return name
+        return "background-z"
+
     def missing_candidates(
         self, query_modality: str, modalities: Iterable[str], method: type | None = None
     ) -> list[str]:
@@ -234,6 +270,9 @@ class CalibrationRecord:
             "fitted_at": p.fitted_at,
             "background_scale": None if self.background is None else self.background.to_dict(),
             "centered_background_scale": None if self.centered is None else self.centered.to_dict(),
+            "center_directions": None
+            if self.center_directions is None
+            else {m: np.asarray(v).tolist() for m, v in self.center_directions.items()},
         }
 
     @classmethod
@@ -286,7 +325,8 @@ class CalibrationRecord:
         std = schema.standardizer(data["standardizer"], model_id, dim)
         background = schema.background_scale(data.get("background_scale"), model_id, dim)
         centered = schema.centered_scale(data.get("centered_background_scale"), model_id, dim)
-        return cls(std, corpus_sizes, means, provenance, background, centered)
+        directions = schema.center_directions(data.get("center_directions"), dim)
+        return cls(std, corpus_sizes, means, provenance, background, centered, directions)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, CalibrationRecord):

@@ -153,6 +153,30 @@ def center_means(value: Any, dim: int | None) -> dict[str, np.ndarray] | None:
     return means
 
 
+def center_directions(value: Any, dim: int | None) -> dict[str, np.ndarray] | None:
+    """Null, or per modality a list of unit direction vectors of one width (``dim`` if known)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        fail(f"center_directions must be null or an object, got {describe(value)}")
+    out = {}
+    for m, rows in value.items():
+        where = f"center_directions[{_label(m, 'center_directions key')!r}]"
+        if not isinstance(rows, list) or not all(
+            isinstance(r, list) and r and all(map(_is_number, r)) for r in rows
+        ):
+            fail(f"{where} must be a list of lists of numbers, got {describe(rows)}")
+        arr = np.asarray(rows, dtype=np.float64).reshape(len(rows), -1 if rows else dim or 0)
+        if not np.isfinite(arr).all():
+            fail(f"{where} contains NaN or inf")
+        if dim is not None and arr.shape[1] != dim:
+            fail(f"{where} has vectors of {arr.shape[1]} values, expected {dim}")
+        if not np.allclose(arr @ arr.T, np.eye(len(arr)), atol=1e-6):
+            fail(f"{where} must be orthonormal directions")
+        out[m] = arr
+    return out
+
+
 def standardizer(value: Any, model_id: str | None, dim: int | None) -> ModalityStandardizer:
     """A ``mmgap.standardizer`` object fitted for the record's own model and dimension."""
     if not isinstance(value, dict):

@@ -1,4 +1,4 @@
-"""``raw-center-z``: the centred-cosine scale estimator, the fusion method, evaluation and a
+"""``two-view-z``: the centred-cosine scale estimator, the fusion method, evaluation and a
 calibrated engine search over a real Chroma store."""
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from mmgap_core.centered_background import (
     POOL_SIZES,
     CenteredBackgroundScale,
     centered_cosines,
+    default_n_directions,
+    top_directions,
 )
 from mmgap_core.evaluation import evaluate_embeddings
 from mmgap_core.fusion import make_method
@@ -71,6 +73,33 @@ def test_a_raw_pool_of_simulated_clip_embeddings_spreads_more_when_short():
     cos = centered_cosines(q, text.mean(0), image[top], image.mean(0))
     est = CenteredBackgroundScale().fit({"image": cos}, "text", {"image": image.shape[0]})
     assert est.scale("image", "text", 10) > 1.3 * est.scale("image", "text", 200)
+
+
+def test_post_processed_cosines_remove_the_mean_and_the_top_directions():
+    rng = np.random.default_rng(8)
+    d = 32
+    texts = rng.standard_normal((500, d)) * np.r_[10.0, 5.0, np.full(d - 2, 0.5)] + 0.3
+    images = rng.standard_normal((400, d)) * 0.5 - 0.2
+    mt, mi = texts.mean(0), images.mean(0)
+    ut, ui = top_directions(texts, mt, 3), top_directions(images, mi, 2)
+    np.testing.assert_allclose(ut @ ut.T, np.eye(3), atol=1e-12)
+    # the largest-variance axes of the texts come first
+    assert np.argmax(np.abs(ut[0])) == 0 and np.argmax(np.abs(ut[1])) == 1
+    q = rng.standard_normal((4, d))
+    c = rng.standard_normal((4, 7, d)).astype(np.float32)
+
+    def post(x, mean, u):  # all-but-the-top, written out
+        y = x - mean
+        y = y - (y @ u.T) @ u
+        return y / np.linalg.norm(y, axis=-1, keepdims=True)
+
+    want = np.einsum("qd,qkd->qk", post(q, mt, ut), post(c.astype(np.float64), mi, ui))
+    got = centered_cosines(q, mt, c, mi, directions=(ut, ui))
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    none = np.zeros((0, d))
+    want0 = np.einsum("qd,qkd->qk", post(q, mt, none), post(c.astype(np.float64), mi, none))
+    np.testing.assert_allclose(centered_cosines(q, mt, c, mi), want0, atol=1e-6)
+    assert default_n_directions(512) == 5 and default_n_directions(64) == 1
 
 
 def test_transform_is_the_background_z_of_the_sorted_pool_in_raw_order():
@@ -131,6 +160,14 @@ def test_a_key_of_a_few_items_is_calibrated_without_a_scale():
     assert not est.has("image", "image")
 
 
+def test_self_excluded_pools_one_short_of_their_width_are_fitted():
+    rng = np.random.default_rng(9)
+    pools = raw_order_pools(rng, k=6)
+    pools[:, 5] = -np.inf  # 6 items asked for, the query itself dropped: 5 in every row
+    est = CenteredBackgroundScale().fit({"text": pools}, "text", {"text": 6})
+    assert sorted(g for (_q, _m, g) in est.count_) == [5]
+
+
 def test_an_unfitted_key_and_malformed_data_say_what_is_wrong():
     rng = np.random.default_rng(4)
     est = CenteredBackgroundScale().fit({"image": raw_order_pools(rng)}, "text", {"image": 500})
@@ -187,7 +224,7 @@ def test_score_is_the_mean_of_the_raw_and_centred_background_z():
         "text",
     )
     method = make_method(
-        "raw-center-z",
+        "two-view-z",
         standardizer=std,
         background_scale=bg,
         centered_scale=cs,
@@ -211,7 +248,7 @@ def test_score_is_the_mean_of_the_raw_and_centred_background_z():
     assert fused.scores.shape == (batch.n_queries, 5)
 
 
-def test_a_modality_without_a_centred_scale_leaves_the_raw_view_alone():
+def test_a_modality_without_a_second_view_scale_keeps_the_raw_view():
     rng = np.random.default_rng(7)
     batch, means, _ = small_batch(rng)
     sizes = {"text": 400, "image": 400}
@@ -226,16 +263,16 @@ def test_a_modality_without_a_centred_scale_leaves_the_raw_view_alone():
         "text",
     )
     parts = dict(standardizer=std, background_scale=bg, corpus_sizes=sizes)
-    got = make_method("raw-center-z", centered_scale=cs, center_means=means, **parts).score(batch)
+    got = make_method("two-view-z", centered_scale=cs, center_means=means, **parts).score(batch)
     want = make_method("background-z", **parts).score(batch)
-    for m in means:
-        np.testing.assert_array_equal(got[m], want[m])
+    np.testing.assert_array_equal(got["text"], want["text"])  # the raw view alone
+    assert not np.allclose(got["image"], want["image"])  # both views: its own list decides
 
 
 def test_it_is_not_built_without_what_it_needs():
     with pytest.raises(ValueError, match="needs centred background scales"):
         make_method(
-            "raw-center-z",
+            "two-view-z",
             standardizer=object(),
             background_scale=object(),
             center_means={"text": np.zeros(4)},
@@ -254,14 +291,14 @@ def test_it_lifts_cross_modal_recall_over_background_z_on_a_simulated_world():
         d.modalities,
         qrels,
         query_modality=d.query_modality,
-        methods=["background-z", "raw-center-z"],
+        methods=["background-z", "two-view-z"],
         pool=50,
     )
     cross, same = "image", "text"  # relevant item's modality; the queries are texts
-    new, old = (rep.value(m, cross, "recall@10") for m in ("raw-center-z", "background-z"))
+    new, old = (rep.value(m, cross, "recall@10") for m in ("two-view-z", "background-z"))
     assert new > old + 0.03
     assert (
-        rep.value("raw-center-z", same, "recall@10")
+        rep.value("two-view-z", same, "recall@10")
         >= rep.value("background-z", same, "recall@10") - 0.01
     )
 
@@ -280,9 +317,14 @@ def test_calibration_fits_the_centred_scale_and_a_search_uses_it(indexed, sample
     record = indexed.calibration
     assert record.centered is not None
     assert record.centered.has("image", "text") and record.centered.has("text", "image")
+    # each modality's top principal directions: orthonormal, default_n_directions(d) of them
+    for m in ("text", "image"):
+        u = record.center_directions[m]
+        assert u.shape == (default_n_directions(indexed.store.dim), indexed.store.dim)
+        np.testing.assert_allclose(u @ u.T, np.eye(len(u)), atol=1e-9)
     n = len(TEXTS) + len(sample_images)
-    res = indexed.search("a cat sleeping", k=n, method="raw-center-z")
-    assert res.method == "raw-center-z" and len(res) == n
+    res = indexed.search("a cat sleeping", k=n, method="two-view-z")
+    assert res.method == "two-view-z" and len(res) == n
     assert {h.modality for h in res} == {"text", "image"}
     scores = [h.score for h in res]
     assert scores == sorted(scores, reverse=True)
@@ -291,11 +333,12 @@ def test_calibration_fits_the_centred_scale_and_a_search_uses_it(indexed, sample
     counts = indexed.store.counts()
     hits = indexed.store.query_per_modality(vec.reshape(1, -1), counts, include_embeddings=True)
     method = make_method(
-        "raw-center-z",
+        "two-view-z",
         standardizer=record.standardizer,
         background_scale=record.background,
         centered_scale=record.centered,
         center_means=record.center_means,
+        center_directions=record.center_directions,
         corpus_sizes=counts,
     )
     want = method.fuse(CandidateBatch.from_hits(hits, "text", vec.reshape(1, -1)), n)
@@ -305,19 +348,23 @@ def test_calibration_fits_the_centred_scale_and_a_search_uses_it(indexed, sample
     assert again.calibration.centered.to_dict() == record.centered.to_dict()
 
 
-def test_a_record_without_centred_scales_asks_for_a_recalibration(indexed, tmp_path):
-    from mmgap_core.engine import NotCalibratedError
-
+def test_a_record_from_before_the_default_ranks_by_background_z_and_says_so(indexed, tmp_path):
     indexed.calibrate(progress=False)
     data = json.loads(indexed.export_calibration(tmp_path / "cal.json").read_text())
-    data.pop("centered_background_scale")  # as a record written before the method existed
+    for key in ("centered_background_scale", "center_directions"):
+        data.pop(key)  # as a record written before two-view-z existed
     old = tmp_path / "old.json"
     old.write_text(json.dumps(data))
     indexed.import_calibration(old)
     assert indexed.calibration.centered is None
-    assert len(indexed.search("a cat", k=3)) == 3  # the default does not need them
-    with pytest.raises(NotCalibratedError, match="needs centred background scales"):
-        indexed.search("a cat", k=3, method="raw-center-z")
+    res = indexed.search("a cat", k=3)
+    assert res.method == "background-z" and len(res) == 3
+    assert any("predates two-view-z" in n and "recalibrate" in n for n in res.warnings)
+    want = indexed.search("a cat", k=3, method="background-z")
+    assert [h.id for h in res] == [h.id for h in want]
+    indexed.calibrate(progress=False)
+    again = indexed.search("a cat", k=3)
+    assert again.method == "two-view-z" and not any("predates" in n for n in again.warnings)
 
 
 def test_a_malformed_centred_scale_is_refused_and_nothing_is_stored(indexed, tmp_path):

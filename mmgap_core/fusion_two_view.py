@@ -1,10 +1,10 @@
-"""The ``raw-center-z`` fusion method: the mean of two background z-scores of each candidate.
+"""The ``two-view-z`` fusion method (the default): the mean of two background z-scores.
 
 One is ``background-z``'s, on the raw cosine; the other is the same kind of z on the cosine after
-subtracting each modality's mean embedding (``center``'s cosine). The two views measure the same
-match with partly independent noise, so the mean of their z keeps a relevant item high (it stands
-out in both) and pulls back an unrelated item that tops one view by chance. See
-:mod:`mmgap_core.centered_background` for the second view's scale.
+removing each modality's mean embedding and top principal directions ("all-but-the-top"). The two
+views measure the same match with partly independent noise, so the mean of their z keeps a
+relevant item high (it stands out in both) and pulls back an unrelated item that tops one view by
+chance. See :mod:`mmgap_core.centered_background` for the second view.
 """
 
 from __future__ import annotations
@@ -20,15 +20,16 @@ from .fusion_background import MIN_BACKGROUND_LIST, BackgroundZFusion
 from .fusion_base import FusionMethod
 from .stats import ModalityStandardizer
 
-__all__ = ["RawCenterZFusion"]
+__all__ = ["TwoViewZFusion"]
 
 
-class RawCenterZFusion(FusionMethod):
-    """``(z_raw + z_centred) / 2`` per candidate, one unit for every modality.
+class TwoViewZFusion(FusionMethod):
+    """``(z_raw + z_post) / 2`` per candidate, one unit for every modality.
 
-    ``z_raw`` is :class:`~mmgap_core.fusion_background.BackgroundZFusion`'s score; ``z_centred``
-    is the background z of the candidate's centred cosine among its modality's pool. Needs the
-    candidates' embeddings, so a search asks the store for them.
+    ``z_raw`` is :class:`~mmgap_core.fusion_background.BackgroundZFusion`'s score; ``z_post`` is
+    the background z of the candidate's post-processed cosine (means and top principal directions
+    removed) among its modality's pool. Needs the candidates' embeddings, so a search asks the
+    store for them.
 
     Parameters
     ----------
@@ -45,11 +46,18 @@ class RawCenterZFusion(FusionMethod):
         :data:`~mmgap_core.fusion_background.MIN_BACKGROUND_LIST`: they are scored as
         ``background-z`` scores them (its fallback included), as a pool that short has no
         background to locate.
+    directions : mapping of str to numpy.ndarray, optional
+        ``[D, d]`` top principal directions per modality, projected out of the second view
+        (:func:`~mmgap_core.centered_background.top_directions`); a modality without them is
+        only centred.
     """
 
-    name = "raw-center-z"
-    summary = "mean of the background z of the raw cosine and of the mean-centred cosine"
-    unit = "z over the query's background (mean of the raw and centred views)"
+    name = "two-view-z"
+    summary = (
+        "default: mean of the background z of the raw cosine and of the cosine with each "
+        "modality's mean and top principal directions removed"
+    )
+    unit = "z over the query's background (mean of two views)"
     needs_background_scale = True
     needs_centered_scale = True
     needs_standardizer = True
@@ -63,6 +71,7 @@ class RawCenterZFusion(FusionMethod):
         means: Mapping[str, np.ndarray],
         corpus_sizes: Mapping[str, int] | None = None,
         standardizer: ModalityStandardizer | None = None,
+        directions: Mapping[str, np.ndarray] | None = None,
     ):
         if not isinstance(centered_scale, CenteredBackgroundScale) or not centered_scale.is_fitted:
             raise ValueError(f"{self.name}: the centred background scale is not fitted; calibrate")
@@ -70,6 +79,9 @@ class RawCenterZFusion(FusionMethod):
         if not means:
             raise ValueError(f"{self.name}: no modality means given")
         self.means = {m: np.asarray(v, dtype=np.float64) for m, v in means.items()}
+        self.directions = {
+            m: np.asarray(v, dtype=np.float64) for m, v in (directions or {}).items()
+        }
         self.centered_scale = centered_scale
         self.corpus_sizes = dict(corpus_sizes or {})
 
@@ -82,34 +94,32 @@ class RawCenterZFusion(FusionMethod):
         return self.means[modality]
 
     def score(self, batch: CandidateBatch) -> dict[str, np.ndarray]:
-        """Mean of the raw and centred background z.
+        """Mean of the raw and post-processed background z, per modality.
 
-        A query with a list shorter than :data:`MIN_BACKGROUND_LIST` keeps the raw view's score,
-        and so does every query when a modality has no centred scale (its calibration pools were
-        too short to fit one): both views must cover all modalities for the mean to be one unit.
+        A query with a list shorter than :data:`MIN_BACKGROUND_LIST` keeps the raw view's score
+        (``background-z``'s, fallback included), and so does a modality with no second-view scale
+        (its calibration pools were too short to fit one). Each modality's scores depend only on
+        its own list, so a search limited to some modalities ranks them as the full search does.
         """
         z_raw = self.raw.score(batch)
         qm = batch.query_modality
-        if not all(self.centered_scale.has_scale(m, qm) for m in batch.lists):
-            return z_raw
+        both = [m for m in batch.lists if self.centered_scale.has_scale(m, qm)]
         short = np.zeros(batch.n_queries, dtype=bool)
         for c in batch.lists.values():
             short |= c.valid.sum(axis=1) < MIN_BACKGROUND_LIST
-        if short.all():
+        if short.all() or not both:
             return z_raw
-        centred = batch_centered_cosines(batch, self._mean, self.name)
+        centred = batch_centered_cosines(batch, self._mean, self.name, self.directions.get)
         n = self.corpus_sizes
-        if not short.any() and all(c.is_full for c in batch.lists.values()):  # a search's lists
-            return {
-                m: 0.5 * (z_raw[m] + self.centered_scale.transform(cos, m, qm, n_items=n.get(m)))
-                for m, cos in centred.items()
-            }
         rows = np.flatnonzero(~short)
-        out = {}
-        for m, c in batch.lists.items():
-            z_c = self.centered_scale.transform(
-                centred[m][rows], m, qm, n_items=self.corpus_sizes.get(m)
-            )
+        out = dict(z_raw)
+        for m in both:
+            c = batch.lists[m]
+            if not short.any() and c.is_full:  # a search's lists
+                z_c = self.centered_scale.transform(centred[m], m, qm, n_items=n.get(m))
+                out[m] = 0.5 * (z_raw[m] + z_c)
+                continue
+            z_c = self.centered_scale.transform(centred[m][rows], m, qm, n_items=n.get(m))
             with np.errstate(invalid="ignore"):
                 mean = np.where(c.valid[rows], 0.5 * (z_raw[m][rows] + z_c), -np.inf)
             out[m] = z_raw[m].copy()
