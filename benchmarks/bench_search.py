@@ -4,8 +4,8 @@ The same N vectors (half "text", half "image", 512-d float32 unit rows) are stor
 embedded ``chromadb.PersistentClient``:
 
 * as an mmgap store (``ChromaStore``: one cosine collection per modality, N/2 items each), searched
-  with ``engine.search(embedding=q, query_modality=..., k=10, k_per_modality=10)`` (default method
-  ``background-z``; the store is calibrated once, before timing);
+  with ``engine.search(embedding=q, query_modality=..., k=10, k_per_modality=10)`` (``--method``,
+  default the engine's default; the store is calibrated once, before timing);
 * as ONE cosine collection of all N items, queried with
   ``collection.query(query_embeddings=[q], n_results=10)`` (Chroma's default include).
 
