@@ -235,6 +235,25 @@ def test_compare_uses_the_method_asked_for(tmp_path, corpus, tiny_clip, capsys, 
     assert "raw cosine ranking (cosine)" in out
 
 
+def test_a_record_from_before_the_default_searches_by_background_z(
+    tmp_path, corpus, tiny_clip, capfd
+):
+    conn = make_store(tmp_path, corpus, tiny_clip)
+    cal = tmp_path / "cal.json"
+    assert main(["calibrate", "--export", str(cal), *conn]) == 0
+    data = json.loads(cal.read_text())
+    for key in ("centered_background_scale", "center_directions"):
+        data.pop(key)  # as written before two-view-z existed
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(data))
+    assert main(["calibrate", "--import", str(old), *conn]) == 0
+    capfd.readouterr()
+    assert main(["search", "a cat", "--compare", *conn, *model_args(tiny_clip)]) == 0
+    out, err = capfd.readouterr()
+    assert "calibrated ranking: background-z" in out
+    assert "predates two-view-z" in out + err
+
+
 def test_labels_tell_images_apart(tmp_path, corpus, tiny_clip, capsys):
     conn = make_store(tmp_path, corpus, tiny_clip)
     capsys.readouterr()

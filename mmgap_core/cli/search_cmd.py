@@ -103,6 +103,9 @@ def precheck(engine, method: str, query_modality: str) -> None:
             "this store is not calibrated yet: run `mmgap calibrate` after indexing, or search "
             "with --method raw"
         )
+    # The default falls back to background-z on a record from before it, as the search will.
+    method = record.usable_method(method, query_modality)
+    cls = method_class(method)
     record.check_method(cls, method, query_modality)
     missing = record.missing_candidates(query_modality, live, cls)
     if missing:
