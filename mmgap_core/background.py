@@ -30,6 +30,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from ._validation import positive_int
+from .slope_fit import LogSlopeFit
 from .background_math import (
     FIRST_BACKGROUND_RANK,
     as_lists,
@@ -52,7 +53,7 @@ Key = tuple[str, str]  # (query modality, candidate modality)
 __all__ = ["BackgroundScale", "FIRST_BACKGROUND_RANK", "background_location", "normal_order_scores"]
 
 
-class BackgroundScale:
+class BackgroundScale(LogSlopeFit):
     """Per-(query modality, candidate modality) background scale, as a scikit-learn-style estimator.
 
     Parameters
@@ -77,20 +78,10 @@ class BackgroundScale:
     """
 
     def __init__(self, model_id: str | None = None, dim: int | None = None):
-        self.model_id = model_id
-        self.dim = dim
-        self.count_: dict[Key, int] = {}
-        self.log_scale_sum_: dict[Key, float] = {}
-        self.corpus_sizes_: dict[str, int] = {}
-        self.query_modalities_: set[str] = set()
+        super().__init__(model_id, dim)
         self._warned: set[Key] = set()  # keys whose pooled-scale fallback was announced
 
     # ------------------------------------------------------------------ fitting
-    @property
-    def is_fitted(self) -> bool:
-        """Whether lists of any query modality were fitted."""
-        return bool(self.query_modalities_)
-
     def fit(self, lists: Mapping[str, np.ndarray], query_modality: str, corpus_sizes):
         """Fit the scales of ``query_modality`` from best-first candidate lists (replaces its keys).
 
@@ -109,34 +100,17 @@ class BackgroundScale:
         BackgroundScale
             ``self``.
         """
-        for key in [k for k in self.count_ if k[0] == query_modality]:
-            del self.count_[key]
-            del self.log_scale_sum_[key]
-        self.query_modalities_.discard(query_modality)
-        return self.partial_fit(lists, query_modality, corpus_sizes)
+        return super().fit(lists, query_modality, corpus_sizes)
 
     def partial_fit(self, lists: Mapping[str, np.ndarray], query_modality: str, corpus_sizes):
         """Add more calibration lists to the running fit; see :meth:`fit`."""
-        if not isinstance(query_modality, str) or not query_modality.strip():
-            raise ValueError(f"query modality must be a non-empty string, got {query_modality!r}")
-        if not isinstance(lists, Mapping) or not lists:
-            raise ValueError("lists: expected a non-empty mapping of modality -> score lists")
-        for m, arr in lists.items():
-            if not isinstance(m, str) or not m.strip():
-                raise ValueError(f"candidate modality must be a non-empty string, got {m!r}")
-            if m not in corpus_sizes:
-                raise ValueError(f"corpus_sizes: no size for candidate modality {m!r}")
-            n = positive_int(corpus_sizes[m], f"corpus_sizes[{m!r}]: corpus size")
-            slopes = row_slopes(as_lists(arr, f"lists[{m!r}]"), n)
+        checked = self._checked_inputs(
+            lists, query_modality, corpus_sizes, "lists", "score lists", as_lists
+        )
+        for m, (arr, n) in checked.items():
             self.corpus_sizes_[m] = n
             self.query_modalities_.add(query_modality)
-            if slopes.size == 0:
-                continue
-            key = (query_modality, m)
-            self.count_[key] = self.count_.get(key, 0) + int(slopes.size)
-            self.log_scale_sum_[key] = self.log_scale_sum_.get(key, 0.0) + float(
-                np.log(slopes).sum()
-            )
+            self._add_slopes((query_modality, m), row_slopes(arr, n))
         return self
 
     # ------------------------------------------------------------------ reading
@@ -178,10 +152,6 @@ class BackgroundScale:
     def has(self, candidate_modality: str, query_modality: str) -> bool:
         """Whether the key (query modality, candidate modality) was calibrated."""
         return query_modality in self.query_modalities_ and candidate_modality in self.corpus_sizes_
-
-    def has_query_modality(self, query_modality: str) -> bool:
-        """Whether lists of ``query_modality`` queries were fitted."""
-        return query_modality in self.query_modalities_
 
     def transform(
         self,
@@ -307,48 +277,11 @@ class BackgroundScale:
     @classmethod
     def from_dict(cls, data) -> BackgroundScale:
         """Rebuild from :meth:`to_dict` output; any malformed field is a ``ValueError``."""
-        if not isinstance(data, Mapping) or data.get("format") != FORMAT_NAME:
-            raise ValueError(f"not background-scale data (expected format {FORMAT_NAME!r})")
-        if data.get("version") != FORMAT_VERSION:
-            raise ValueError(
-                f"background scale: unsupported version {data.get('version')!r} "
-                f"(this mmgap reads version {FORMAT_VERSION})"
-            )
-        dim = data.get("dim")
-        if dim is not None:
-            dim = positive_int(dim, "background scale: dim")
-        model_id = data.get("model_id")
-        if model_id is not None and not isinstance(model_id, str):
-            raise ValueError(f"background scale: model_id must be a string, got {model_id!r}")
-        out = cls(model_id, dim)
-        sizes = data.get("corpus_sizes") or {}
-        if not isinstance(sizes, Mapping):
-            raise ValueError("background scale: corpus_sizes must be an object")
-        out.corpus_sizes_ = {
-            str(m): positive_int(n, f"background scale corpus_sizes[{m!r}]: corpus size")
-            for m, n in sizes.items()
-        }
-        qms = data.get("query_modalities")
-        if not isinstance(qms, list) or not all(isinstance(q, str) and q.strip() for q in qms):
-            raise ValueError("background scale: 'query_modalities' must be a list of names")
-        out.query_modalities_ = set(qms)
-        keys = data.get("keys")
-        if not isinstance(keys, list):
-            raise ValueError("background scale: 'keys' must be a list")
+        out, keys = cls._from_dict_header(data, FORMAT_NAME, FORMAT_VERSION, "background scale")
         for i, entry in enumerate(keys):
-            if not isinstance(entry, Mapping):
-                raise ValueError(f"background scale: keys[{i}] must be an object")
-            q, c = entry.get("query_modality"), entry.get("candidate_modality")
-            count, total = entry.get("count"), entry.get("log_scale_sum")
-            if not all(isinstance(s, str) and s.strip() for s in (q, c)):
-                raise ValueError(f"background scale: keys[{i}] needs modality names")
-            count = positive_int(count, f"background scale: keys[{i}].count")
-            if isinstance(total, bool) or not isinstance(total, (int, float)):
-                raise ValueError(f"background scale: keys[{i}].log_scale_sum must be a number")
-            if not math.isfinite(total) or not math.isfinite(total / count):
-                raise ValueError(f"background scale: keys[{i}].log_scale_sum is not finite")
+            q, c, count, total = cls._key_entry(entry, i, "background scale")
             out.count_[(q, c)] = count
-            out.log_scale_sum_[(q, c)] = float(total)
+            out.log_scale_sum_[(q, c)] = total
         return out
 
     def __repr__(self) -> str:

@@ -28,6 +28,7 @@ import numpy as np
 
 from ._validation import positive_int
 from .background_math import background_location, row_slopes
+from .slope_fit import LogSlopeFit
 
 FORMAT_NAME = "mmgap.centered_background_scale"
 FORMAT_VERSION = 1
@@ -68,7 +69,7 @@ def top_directions(embeddings, mean, n_directions: int) -> np.ndarray:
     n = min(int(n_directions), x.shape[0] - 1, x.shape[1])
     if n <= 0:
         return np.zeros((0, x.shape[1]))
-    vals, vecs = np.linalg.eigh(x.T @ x)  # d x d scatter: memory d^2, whatever N is
+    _values, vecs = np.linalg.eigh(x.T @ x)  # d x d scatter: memory d^2, whatever N is
     return vecs[:, ::-1][:, :n].T.copy()
 
 
@@ -190,7 +191,7 @@ def _pools(arr, name: str) -> np.ndarray:
     return out
 
 
-class CenteredBackgroundScale:
+class CenteredBackgroundScale(LogSlopeFit):
     """Per-(query modality, candidate modality, pool size) scale of centred-cosine pools.
 
     scikit-learn style: :meth:`fit` / :meth:`partial_fit` / :meth:`transform`, fitted attributes
@@ -214,18 +215,8 @@ class CenteredBackgroundScale:
     """
 
     def __init__(self, model_id: str | None = None, dim: int | None = None):
-        self.model_id = model_id
-        self.dim = dim
-        self.count_: dict[Key, int] = {}
-        self.log_scale_sum_: dict[Key, float] = {}
-        self.corpus_sizes_: dict[str, int] = {}
-        self.query_modalities_: set[str] = set()
+        super().__init__(model_id, dim)
         self._grids: dict[tuple[str, str], list[tuple[int, float]]] = {}  # per key: (size, log)
-
-    @property
-    def is_fitted(self) -> bool:
-        """Whether pools of any query modality were fitted."""
-        return bool(self.query_modalities_)
 
     def fit(self, pools: Mapping[str, np.ndarray], query_modality: str, corpus_sizes):
         """Fit the scales of ``query_modality`` (replacing its keys).
@@ -245,28 +236,15 @@ class CenteredBackgroundScale:
         CenteredBackgroundScale
             ``self``.
         """
-        for key in [k for k in self.count_ if k[0] == query_modality]:
-            del self.count_[key]
-            del self.log_scale_sum_[key]
-        self.query_modalities_.discard(query_modality)
-        return self.partial_fit(pools, query_modality, corpus_sizes)
+        return super().fit(pools, query_modality, corpus_sizes)
 
     def partial_fit(self, pools: Mapping[str, np.ndarray], query_modality: str, corpus_sizes):
         """Add more calibration pools to the running fit; see :meth:`fit`."""
-        if not isinstance(query_modality, str) or not query_modality.strip():
-            raise ValueError(f"query modality must be a non-empty string, got {query_modality!r}")
-        if not isinstance(pools, Mapping) or not pools:
-            raise ValueError("pools: expected a non-empty mapping of modality -> centred cosines")
-        checked = {}
-        for m, arr in pools.items():
-            if not isinstance(m, str) or not m.strip():
-                raise ValueError(f"candidate modality must be a non-empty string, got {m!r}")
-            if m not in corpus_sizes:
-                raise ValueError(f"corpus_sizes: no size for candidate modality {m!r}")
-            n = positive_int(corpus_sizes[m], f"corpus_sizes[{m!r}]: corpus size")
-            checked[m] = (_pools(arr, f"pools[{m!r}]"), n)
+        checked = self._checked_inputs(
+            pools, query_modality, corpus_sizes, "pools", "centred cosines", _pools
+        )
         self._grids.clear()
-        for m, (arr, n) in checked.items():  # all checked first: a bad modality changes nothing
+        for m, (arr, n) in checked.items():
             self.corpus_sizes_[m] = n
             self.query_modalities_.add(query_modality)
             # The longest real row, not the array's width: a self-excluded pool is one short.
@@ -277,15 +255,9 @@ class CenteredBackgroundScale:
             for g in sizes:
                 head = arr[:, :g]
                 full = head[np.isfinite(head).all(axis=1)]
-                if not full.shape[0]:
-                    continue
-                slopes = row_slopes(-np.sort(-full, axis=1), max(n, g))
-                if slopes.size:
-                    key = (query_modality, m, g)
-                    self.count_[key] = self.count_.get(key, 0) + int(slopes.size)
-                    self.log_scale_sum_[key] = self.log_scale_sum_.get(key, 0.0) + float(
-                        np.log(slopes).sum()
-                    )
+                if full.shape[0]:
+                    slopes = row_slopes(-np.sort(-full, axis=1), max(n, g))
+                    self._add_slopes((query_modality, m, g), slopes)
         return self
 
     def has(self, candidate_modality: str, query_modality: str) -> bool:
@@ -299,10 +271,6 @@ class CenteredBackgroundScale:
     def has_scale(self, candidate_modality: str, query_modality: str) -> bool:
         """Whether some pool size of the key (query modality, candidate modality) was fitted."""
         return any(k[0] == query_modality and k[1] == candidate_modality for k in self.count_)
-
-    def has_query_modality(self, query_modality: str) -> bool:
-        """Whether pools of ``query_modality`` queries were fitted."""
-        return query_modality in self.query_modalities_
 
     def scale(self, candidate_modality: str, query_modality: str, k: int) -> float:
         """The scale for pools of ``k`` candidates: log-log interpolated, clamped at the grid ends.
@@ -400,47 +368,12 @@ class CenteredBackgroundScale:
     def from_dict(cls, data) -> CenteredBackgroundScale:
         """Rebuild from :meth:`to_dict` output; any malformed field is a ``ValueError``."""
         what = "centred background scale"
-        if not isinstance(data, Mapping) or data.get("format") != FORMAT_NAME:
-            raise ValueError(f"not {what} data (expected format {FORMAT_NAME!r})")
-        if data.get("version") != FORMAT_VERSION:
-            raise ValueError(
-                f"{what}: unsupported version {data.get('version')!r} "
-                f"(this mmgap reads version {FORMAT_VERSION})"
-            )
-        dim = data.get("dim")
-        model_id = data.get("model_id")
-        if model_id is not None and not isinstance(model_id, str):
-            raise ValueError(f"{what}: model_id must be a string, got {model_id!r}")
-        out = cls(model_id, None if dim is None else positive_int(dim, f"{what}: dim"))
-        sizes = data.get("corpus_sizes") or {}
-        if not isinstance(sizes, Mapping):
-            raise ValueError(f"{what}: corpus_sizes must be an object")
-        out.corpus_sizes_ = {
-            str(m): positive_int(n, f"{what} corpus_sizes[{m!r}]") for m, n in sizes.items()
-        }
-        qms = data.get("query_modalities")
-        if not isinstance(qms, list) or not all(isinstance(q, str) and q.strip() for q in qms):
-            raise ValueError(f"{what}: 'query_modalities' must be a list of names")
-        out.query_modalities_ = set(qms)
-        keys = data.get("keys")
-        if not isinstance(keys, list):
-            raise ValueError(f"{what}: 'keys' must be a list")
+        out, keys = cls._from_dict_header(data, FORMAT_NAME, FORMAT_VERSION, what)
         for i, entry in enumerate(keys):
-            if not isinstance(entry, Mapping):
-                raise ValueError(f"{what}: keys[{i}] must be an object")
-            q, c = entry.get("query_modality"), entry.get("candidate_modality")
-            if not all(isinstance(s, str) and s.strip() for s in (q, c)):
-                raise ValueError(f"{what}: keys[{i}] needs modality names")
+            q, c, count, total = cls._key_entry(entry, i, what)
             g = positive_int(entry.get("pool_size"), f"{what}: keys[{i}].pool_size")
-            count = positive_int(entry.get("count"), f"{what}: keys[{i}].count")
-            total = entry.get("log_scale_sum")
-            if isinstance(total, bool) or not isinstance(total, (int, float)):
-                raise ValueError(f"{what}: keys[{i}].log_scale_sum must be a number")
-            if not math.isfinite(total) or not math.isfinite(total / count):
-                raise ValueError(f"{what}: keys[{i}].log_scale_sum is not finite")
             out.count_[(q, c, g)] = count
-            out.log_scale_sum_[(q, c, g)] = float(total)
-        out._grids.clear()
+            out.log_scale_sum_[(q, c, g)] = total
         return out
 
     def __repr__(self) -> str:

@@ -149,6 +149,9 @@ def test_bad_pools_are_refused_and_change_nothing(pools, sizes, words):
     with pytest.raises(ValueError, match=words):
         est.partial_fit(given, "text", {"text": 500, **sizes})
     assert est.to_dict() == before
+    with pytest.raises(ValueError, match=words):  # a refit keeps the old keys too
+        est.fit(given, "text", {"text": 500, **sizes})
+    assert est.to_dict() == before
 
 
 def test_a_key_of_a_few_items_is_calibrated_without_a_scale():
