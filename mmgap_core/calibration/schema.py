@@ -222,32 +222,34 @@ def background_scale(value: Any, model_id: str | None, dim: int | None):
     """Null, or a ``mmgap.background_scale`` object fitted for the record's model and dimension."""
     from ..background import BackgroundScale
 
-    if value is None:
-        return None
-    if not isinstance(value, dict):
-        fail(f"background_scale must be null or an object, got {describe(value)}")
-    bg_model = opt_str(value, "model_id", "background_scale.model_id")
-    _check_fitted_for("background scale", "model", bg_model, model_id)
-    bg_dim = value.get("dim")
-    _check_fitted_for("background scale", "dimension", bg_dim, dim)
-    try:
-        return BackgroundScale.from_dict(value)
-    except (ValueError, TypeError, OverflowError, ZeroDivisionError) as exc:
-        fail(str(exc))
+    return _fitted_scale(
+        value, "background_scale", "background scale", BackgroundScale, model_id, dim
+    )
 
 
 def centered_scale(value: Any, model_id: str | None, dim: int | None):
     """Null, or a ``mmgap.centered_background_scale`` object fitted for the record's model/dim."""
     from ..centered_background import CenteredBackgroundScale
 
+    return _fitted_scale(
+        value,
+        "centered_background_scale",
+        "centred background scale",
+        CenteredBackgroundScale,
+        model_id,
+        dim,
+    )
+
+
+def _fitted_scale(value: Any, field: str, what: str, cls, model_id: str | None, dim: int | None):
+    """Null, or ``cls.from_dict(value)`` once its model and dimension match the record's."""
     if value is None:
         return None
     if not isinstance(value, dict):
-        fail(f"centered_background_scale must be null or an object, got {describe(value)}")
-    cs_model = opt_str(value, "model_id", "centered_background_scale.model_id")
-    _check_fitted_for("centred background scale", "model", cs_model, model_id)
-    _check_fitted_for("centred background scale", "dimension", value.get("dim"), dim)
+        fail(f"{field} must be null or an object, got {describe(value)}")
+    _check_fitted_for(what, "model", opt_str(value, "model_id", f"{field}.model_id"), model_id)
+    _check_fitted_for(what, "dimension", value.get("dim"), dim)
     try:
-        return CenteredBackgroundScale.from_dict(value)
+        return cls.from_dict(value)
     except (ValueError, TypeError, OverflowError, ZeroDivisionError) as exc:
         fail(str(exc))
