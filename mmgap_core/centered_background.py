@@ -140,19 +140,23 @@ def _centered(u: np.ndarray, candidates, candidate_mean, directions=None) -> np.
     return (dots[:, :, 0] - (v @ mu)[:, None]) / np.maximum(norm, 1e-12)
 
 
-def batch_centered_cosines(batch, mean_of, name: str, directions_of=None) -> dict[str, np.ndarray]:
+def batch_centered_cosines(
+    batch, means: Mapping[str, np.ndarray], name: str, directions=None, query_mean=None
+) -> dict[str, np.ndarray]:
     """:func:`centered_cosines` of a candidate batch, per modality, ``-inf`` where padding.
 
     Parameters
     ----------
     batch : CandidateBatch
         With ``query_embeddings`` and a ``candidate_embeddings`` lookup.
-    mean_of : callable
-        Modality -> ``[d]`` mean embedding (raises ``ValueError`` for an unknown modality).
+    means : mapping of str to numpy.ndarray
+        Modality -> ``[d]`` mean embedding.
     name : str
         The calling method's name, for messages.
-    directions_of : callable, optional
-        Modality -> ``[D, d]`` directions to project out (``None``: centring only).
+    directions : mapping of str to numpy.ndarray, optional
+        Modality -> ``[D, d]`` directions to project out (a modality without: centring only).
+    query_mean : numpy.ndarray, optional
+        ``[d]`` mean subtracted from the queries instead of their modality's (GR-CLIP's own).
     """
     if batch.query_embeddings is None or batch.candidate_embeddings is None:
         raise ValueError(f"{name} needs query embeddings and a candidate embedding lookup")
@@ -161,17 +165,32 @@ def batch_centered_cosines(batch, mean_of, name: str, directions_of=None) -> dic
         raise ValueError(
             f"{name}: query embeddings have shape {q.shape}, expected [{batch.n_queries}, dim]"
         )
-    for m in [batch.query_modality, *batch.lists]:
-        if mean_of(m).shape != (q.shape[1],):
+
+    def mean_of(m: str) -> np.ndarray:
+        if m not in means:
+            raise ValueError(f"{name}: no mean embedding for modality {m!r}; have {sorted(means)}")
+        if means[m].shape != (q.shape[1],):
             raise ValueError(
-                f"{name}: mean of {m!r} has shape {mean_of(m).shape}, queries have dimension "
+                f"{name}: mean of {m!r} has shape {means[m].shape}, queries have dimension "
                 f"{q.shape[1]}"
             )
-    dirs = directions_of or (lambda _m: None)
-    u = _unit_centred(q, mean_of(batch.query_modality), dirs(batch.query_modality))
+        return means[m]
+
+    dirs = directions or {}
+    qm = batch.query_modality
+    if query_mean is None:
+        mq = mean_of(qm)
+    else:
+        mq = np.asarray(query_mean, dtype=np.float64)
+        if mq.shape != (q.shape[1],):
+            raise ValueError(
+                f"{name}: query embeddings have shape {q.shape}, expected "
+                f"[{batch.n_queries}, {mq.size}]"
+            )
+    u = _unit_centred(q, mq, dirs.get(qm))
     out = {}
     for m, c in batch.lists.items():
-        cos = _centered(u, batch.candidate_embeddings(m, c.ids), mean_of(m), dirs(m))
+        cos = _centered(u, batch.candidate_embeddings(m, c.ids), mean_of(m), dirs.get(m))
         out[m] = cos if c.is_full else np.where(c.valid, cos, -np.inf)
     return out
 

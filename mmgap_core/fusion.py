@@ -179,15 +179,8 @@ class CenterFusion(FusionMethod):
         means.update(extra or {})
         return cls(means)
 
-    def _mean(self, modality: str) -> np.ndarray:
-        if modality not in self.means:
-            raise ValueError(
-                f"center: no mean embedding for modality {modality!r}; have {sorted(self.means)}"
-            )
-        return self.means[modality]
-
     def score(self, batch):
-        return batch_centered_cosines(batch, self._mean, self.name)
+        return batch_centered_cosines(batch, self.means, self.name)
 
 
 METHODS: dict[str, type[FusionMethod]] = {

@@ -29,6 +29,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from .candidates import CandidateBatch
+from .centered_background import batch_centered_cosines
 from .fusion_base import FusionMethod  # not .fusion: lets fusion.py import this module
 
 __all__ = ["GRCLIP_METHOD", "GRClipFusion"]
@@ -107,14 +108,6 @@ class GRClipFusion(FusionMethod):
         means = {str(m): x[labels == m].mean(axis=0, dtype=np.float64) for m in np.unique(labels)}
         return cls(means, q.mean(axis=0, dtype=np.float64), name)
 
-    def _mean(self, modality: str) -> np.ndarray:
-        if modality not in self.means:
-            raise ValueError(
-                f"{self.name}: no mean embedding for modality {modality!r}; "
-                f"have {sorted(self.means)}"
-            )
-        return self.means[modality]
-
     def score(self, batch: CandidateBatch) -> dict[str, np.ndarray]:
         """Cosines between mean-subtracted, renormalised queries and candidates.
 
@@ -133,20 +126,4 @@ class GRClipFusion(FusionMethod):
         ValueError
             Missing embeddings, a modality without a mean, or a dimension mismatch.
         """
-        if batch.query_embeddings is None or batch.candidate_embeddings is None:
-            raise ValueError(f"{self.name} needs query embeddings and a candidate embedding lookup")
-        q = np.asarray(batch.query_embeddings, dtype=np.float64)
-        if q.ndim != 2 or q.shape[0] != batch.n_queries or q.shape[1] != self.query_mean.size:
-            raise ValueError(
-                f"{self.name}: query embeddings have shape {q.shape}, expected "
-                f"[{batch.n_queries}, {self.query_mean.size}]"
-            )
-        q = q - self.query_mean
-        q /= np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
-        out = {}
-        for m, c in batch.lists.items():
-            mean = self._mean(m)
-            emb = np.asarray(batch.candidate_embeddings(m, c.ids), dtype=np.float64) - mean
-            emb /= np.maximum(np.linalg.norm(emb, axis=2, keepdims=True), 1e-12)
-            out[m] = np.where(c.valid, np.einsum("qd,qkd->qk", q, emb), -np.inf)
-        return out
+        return batch_centered_cosines(batch, self.means, self.name, query_mean=self.query_mean)

@@ -85,14 +85,6 @@ class TwoViewZFusion(FusionMethod):
         self.centered_scale = centered_scale
         self.corpus_sizes = dict(corpus_sizes or {})
 
-    def _mean(self, modality: str) -> np.ndarray:
-        if modality not in self.means:
-            raise ValueError(
-                f"{self.name}: no mean embedding for modality {modality!r}; "
-                f"have {sorted(self.means)}"
-            )
-        return self.means[modality]
-
     def score(self, batch: CandidateBatch) -> dict[str, np.ndarray]:
         """Mean of the raw and post-processed background z, per modality.
 
@@ -109,7 +101,7 @@ class TwoViewZFusion(FusionMethod):
             short |= c.valid.sum(axis=1) < MIN_BACKGROUND_LIST
         if short.all() or not both:
             return z_raw
-        centred = batch_centered_cosines(batch, self._mean, self.name, self.directions.get)
+        centred = batch_centered_cosines(batch, self.means, self.name, self.directions)
         n = self.corpus_sizes
         rows = np.flatnonzero(~short)
         out = dict(z_raw)
