@@ -46,7 +46,7 @@ from bench_quality import (  # noqa: E402
     simulator_sets,
 )
 from mmgap_core.candidates import CandidateBatch  # noqa: E402
-from mmgap_core.evaluation import fit_methods  # noqa: E402
+from mmgap_core.evaluation_calibration import fit_methods  # noqa: E402
 from mmgap_core.fusion import DEFAULT_METHOD, FusionMethod  # noqa: E402
 from mmgap_core.jsonio import write_json  # noqa: E402
 from mmgap_core.metrics import Qrels, evaluate_ranking  # noqa: E402

@@ -8,7 +8,7 @@ import pytest
 
 from mmgap_core.background import BackgroundScale
 from mmgap_core.candidates import CandidateBatch, ModalityCandidates
-from mmgap_core.evaluation import fit_centered_scale
+from mmgap_core.evaluation_calibration import fit_centered_scale
 from mmgap_core.fusion import METHOD_NAMES, CenterFusion, make_method
 from mmgap_core.mining import mine_pseudo_positives, topk_per_modality
 from mmgap_core.simulator import simulate
