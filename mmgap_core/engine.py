@@ -477,8 +477,9 @@ class RetrievalEngine:
         self, hits: dict[str, ModalityHits], qmod: str, counts: Mapping[str, int]
     ) -> None:
         """Add this search's top-1 per modality (and its lists) to the running statistics."""
+        lists = self_excluded_lists(hits)
         with self._lock:
-            if not self._calibration.add_search(self_excluded_lists(hits), qmod, counts):
+            if not self._calibration.add_search(lists, qmod, counts):
                 return
             self._searches_since_persist += 1
             if self._searches_since_persist >= self.persist_every:

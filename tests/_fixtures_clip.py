@@ -163,6 +163,19 @@ def no_network(monkeypatch):
     return attempts
 
 
+#: Texts indexed beside the sample images by the engine tests.
+SAMPLE_TEXTS = [
+    "a cat sleeping on a windowsill",
+    "a cup of hot coffee",
+    "an astronaut floating in space",
+    "a man holding a camera",
+    "a red rocket on the launch pad",
+    "a bowl of fruit on a table",
+    "snowy mountains under a blue sky",
+    "a bicycle against a brick wall",
+]
+
+
 @pytest.fixture(scope="session")
 def sample_images(tmp_path_factory) -> list[Path]:
     """Real, valid image files: scikit-image samples (PNG/JPEG, one grayscale) and PIL drawings."""

@@ -9,22 +9,14 @@ import warnings
 
 import numpy as np
 import pytest
+from _fixtures_clip import SAMPLE_TEXTS
 
 from mmgap_core.engine import NotCalibratedError, RetrievalEngine
 from mmgap_core.fusion import DEFAULT_METHOD
 from mmgap_core.results import content_id
 from mmgap_core.store import ChromaStore
 
-TEXTS = [
-    "a cat sleeping on a windowsill",
-    "a cup of hot coffee",
-    "an astronaut floating in space",
-    "a man holding a camera",
-    "a red rocket on the launch pad",
-    "a bowl of fruit on a table",
-    "snowy mountains under a blue sky",
-    "a bicycle against a brick wall",
-]
+TEXTS = SAMPLE_TEXTS
 
 
 @pytest.fixture

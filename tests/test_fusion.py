@@ -533,17 +533,7 @@ def test_methods_declare_what_they_need():
             "needs_candidate_embeddings",
         },
     }
-    built = {
-        name: make_method(
-            name,
-            standardizer=STD,
-            gold_standardizer=GOLD,
-            center_means=MEANS,
-            background_scale=BG,
-            centered_scale=CS,
-        )
-        for name in METHOD_NAMES
-    }
+    built = all_methods()
     for name, method in built.items():
         assert type(method) is method_class(name) and method.name == name
     with pytest.raises(ValueError, match="unknown fusion method 'borda'"):

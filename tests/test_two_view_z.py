@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from _fixtures_clip import SAMPLE_TEXTS as TEXTS
 
 from mmgap_core.background import BackgroundScale
 from mmgap_core.background_math import background_location
@@ -22,17 +23,6 @@ from mmgap_core.evaluation import evaluate_embeddings
 from mmgap_core.fusion import make_method
 from mmgap_core.simulator import PROFILES, simulate
 from mmgap_core.stats import ModalityStandardizer
-
-TEXTS = [
-    "a cat sleeping on a windowsill",
-    "a cup of hot coffee",
-    "an astronaut floating in space",
-    "a man holding a camera",
-    "a red rocket on the launch pad",
-    "a bowl of fruit on a table",
-    "snowy mountains under a blue sky",
-    "a bicycle against a brick wall",
-]
 
 
 def unit(rng, *shape):

@@ -37,14 +37,15 @@ _BATCH = 32
 
 
 def fit_directions(
-    store: VectorStore, means: Mapping[str, np.ndarray], dim: int, seed: int = 0
+    store: VectorStore, means: Mapping[str, np.ndarray], seed: int = 0
 ) -> dict[str, np.ndarray]:
     """Each modality's top principal directions, from a sample of :data:`MEANS_SAMPLE` items.
 
-    :func:`~mmgap_core.centered_background.default_n_directions` of them, around the
-    calibration's means; the top directions of a large sample are those of the whole modality.
+    :func:`~mmgap_core.centered_background.default_n_directions` of them (of the means' width),
+    around the calibration's means; the top directions of a large sample are those of the whole
+    modality.
     """
-    n = default_n_directions(dim)
+    n = default_n_directions(len(next(iter(means.values()))))
     out = {}
     for m in store.modalities():
         if m in means:

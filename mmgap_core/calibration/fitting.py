@@ -27,9 +27,9 @@ import numpy as np
 
 from .._validation import as_embeddings, int_at_least
 from ..background import BackgroundScale
-from .centered import fit_centered_scale, fit_directions
 from ..stats import ModalityStandardizer
 from ..store.base import VectorStore
+from .centered import fit_centered_scale, fit_directions
 from .record import CalibrationRecord, Provenance
 from .store_index import (
     AGREEMENT_SAMPLE,
@@ -346,8 +346,7 @@ def fit_calibration(
             )
     directions = centered = None
     if means:
-        width = dim or len(next(iter(means.values())))
-        directions = fit_directions(store, means, width, seed)
+        directions = fit_directions(store, means, seed)
         centered = fit_centered_scale(
             store,
             query_sets,
