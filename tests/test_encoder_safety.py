@@ -15,26 +15,25 @@ pytest.importorskip("torch")
 pytest.importorskip("open_clip")
 
 from _fixtures_clip import TINY_CONFIG, write_png_1bit  # noqa: E402
+from _peak_memory import PEAK_RSS_SOURCE  # noqa: E402
 
 #: Peak resident memory allowed for the whole subprocess that embeds the thin image (torch
 #: included). Issue 10 measured 9.9 GB before the fix; the acceptance bound is 3 GB.
 PEAK_RSS_LIMIT = 2 * 2**30
 
-_THIN_IMAGE_SCRIPT = textwrap.dedent(
+_THIN_IMAGE_SCRIPT = PEAK_RSS_SOURCE + textwrap.dedent(
     """
-    import json, resource, sys
+    import json, sys
     from pathlib import Path
     from mmgap_core.encoders.open_clip import OpenClipEncoder
 
     config, thin, good = (Path(a) for a in sys.argv[1:4])
     enc = OpenClipEncoder(config.stem, None, model_config=str(config), device="cpu")
     result = enc.embed_images([str(thin), thin.read_bytes(), str(good)])
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
     print(json.dumps({
         "failures": result.failures,
         "indices": result.indices.tolist(),
-        "peak_bytes": peak * scale,
+        "peak_bytes": peak_rss_bytes(),
     }))
     """
 )

@@ -16,21 +16,19 @@ import numpy as np
 import pytest
 
 from _fixtures_clip import write_png_1bit
+from _peak_memory import PEAK_RSS_SOURCE
 from mmgap_core.engine import RetrievalEngine
 from mmgap_core.index_prepare import check_metadata
 from mmgap_core.results import ALREADY_INDEXED, IndexReport, SkippedItem
 from mmgap_core.store import ChromaStore
 
 TEXTS = [f"product number {i} in the catalogue" for i in range(12)]
-PEAK_LIMIT_KB = 3 * 1024 * 1024  # ru_maxrss is in KiB on Linux
+PEAK_LIMIT_BYTES = 3 * 2**30
 
 
-def _peak_rss_kb(code: str, timeout: int = 300) -> tuple[int, str]:
-    """Run ``code`` in a fresh interpreter; (its peak RSS in KiB, its stdout)."""
-    wrapped = (
-        code
-        + "\nimport resource\nprint('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
-    )
+def _peak_rss(code: str, timeout: int = 300) -> tuple[int, str]:
+    """Run ``code`` in a fresh interpreter; (its peak RSS in bytes, its stdout)."""
+    wrapped = PEAK_RSS_SOURCE + code + "\nprint('PEAK', peak_rss_bytes())\n"
     env = dict(os.environ, HF_HUB_OFFLINE="1", ANONYMIZED_TELEMETRY="False")
     run = subprocess.run(
         [sys.executable, "-c", wrapped], capture_output=True, text=True, timeout=timeout, env=env
@@ -41,7 +39,7 @@ def _peak_rss_kb(code: str, timeout: int = 300) -> tuple[int, str]:
     return peak, run.stdout
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss units differ off Linux")
+@pytest.mark.skipif(sys.platform == "win32", reason="resource.getrusage is POSIX-only")
 def test_thin_png_is_skipped_before_decoding_with_bounded_memory(tmp_path, tiny_clip):
     thin = write_png_1bit(tmp_path / "thin.png", 1, 40000)
     assert thin.stat().st_size < 1000
@@ -62,11 +60,11 @@ def test_thin_png_is_skipped_before_decoding_with_bounded_memory(tmp_path, tiny_
                         progress=False)
         print(rep.summary())
     """)
-    peak, out = _peak_rss_kb(code)
+    peak, out = _peak_rss(code)
     assert "added 1 text; skipped 2" in out
     assert f"skipped {thin} (image): image too thin or too wide: '{thin}'" in out
     assert "skipped documents[0] (multimodal): image: image too thin" in out
-    assert peak < PEAK_LIMIT_KB, f"peak RSS {peak / 1024:.0f} MiB"
+    assert peak < PEAK_LIMIT_BYTES, f"peak RSS {peak / 2**20:.0f} MiB"
 
     # and through the command line, a .jsonl record naming it
     (tmp_path / "shop").mkdir()
@@ -82,9 +80,9 @@ def test_thin_png_is_skipped_before_decoding_with_bounded_memory(tmp_path, tiny_
         model["cfg"],
     ]
     code = f"from mmgap_core.cli import main\nassert main({argv!r}) == 0\n"
-    peak, out = _peak_rss_kb(code)
+    peak, out = _peak_rss(code)
     assert "added nothing; skipped 1" in out
-    assert peak < PEAK_LIMIT_KB, f"peak RSS {peak / 1024:.0f} MiB"
+    assert peak < PEAK_LIMIT_BYTES, f"peak RSS {peak / 2**20:.0f} MiB"
 
 
 def test_a_store_refusal_loses_only_the_refused_item(engine, monkeypatch):
