@@ -182,6 +182,7 @@ def fusion_costs(engine, store, queries: np.ndarray, args) -> dict[str, dict[str
             center_means=record.center_means,
             background_scale=record.background,
             centered_scale=record.centered,
+            center_directions=record.center_directions,
             corpus_sizes=counts,
         )
         for b in singles[:20]:
@@ -196,13 +197,19 @@ def fusion_costs(engine, store, queries: np.ndarray, args) -> dict[str, dict[str
             method.fuse(batch, args.k)
         batched_us = (time.perf_counter() - t0) / (3 * len(queries)) * 1e6
         out[name] = {"single_us": single_us, "batched_us": batched_us}
-        # The plain-Python shortcut a search takes (FusionMethod.fuse_one), if the method has one.
-        rows = [{m: h.scores[0].tolist() for m, h in one.items()} for one in hit_rows]
-        if method.fuse_one(rows[0], qmod, args.k) is not None:
+        # The single-query shortcut a search takes (FusionMethod.fuse_one), if the method has one.
+        rows = [
+            (
+                {m: h.scores[0].tolist() for m, h in one.items()},
+                dict(query=queries[i], embeddings={m: h.embeddings[0] for m, h in one.items()}),
+            )
+            for i, one in enumerate(hit_rows)
+        ]
+        if method.fuse_one(rows[0][0], qmod, args.k, **rows[0][1]) is not None:
             t0 = time.perf_counter()
             for _ in range(3):
-                for r in rows:
-                    method.fuse_one(r, qmod, args.k)
+                for r, kw in rows:
+                    method.fuse_one(r, qmod, args.k, **kw)
             one_us = (time.perf_counter() - t0) / (3 * len(rows)) * 1e6
             out[f"{name} (fuse_one)"] = {"single_us": one_us, "batched_us": float("nan")}
     return out

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Mapping
+from operator import sub
 
 import numpy as np
 
@@ -195,8 +196,18 @@ class BackgroundScale(LogSlopeFit):
         is not a positive int, padding, NaN or unsorted rows): :meth:`transform` then handles
         each list, errors and warnings included.
         """
+        z = self.transform_stacked(lists, query_modality, n_items)
+        if z is None:
+            return None
+        n_q = z.shape[0] // len(lists)
+        return {m: z[i * n_q : (i + 1) * n_q] for i, m in enumerate(lists)}
+
+    def transform_stacked(
+        self, lists: Mapping[str, np.ndarray], query_modality: str, n_items: Mapping[str, int]
+    ) -> np.ndarray | None:
+        """:meth:`transform_full`'s z as one ``[M * Q, k]`` array, the lists' rows key after key."""
         arrs = list(lists.values())
-        shape = arrs[0].shape
+        shape = arrs[0].shape if arrs else (0, 0)
         if not shape[0] or any(a.shape != shape for a in arrs):
             return None
         plan = self._one_pass_plan(lists, shape[1], query_modality, n_items)
@@ -210,8 +221,7 @@ class BackgroundScale(LogSlopeFit):
             return None
         n_q, k = shape
         scale_col, offsets = scaled_offsets(*plan, k, n_q)
-        z = z_scores(arr, None, scale_col, offsets)
-        return {m: z[i * n_q : (i + 1) * n_q] for i, m in enumerate(lists)}
+        return z_scores(arr, None, scale_col, offsets)
 
     def transform_row(
         self, lists: Mapping[str, list[float]], query_modality: str, n_items: Mapping[str, int]
@@ -230,7 +240,7 @@ class BackgroundScale(LogSlopeFit):
         if plan is None:
             return None
         for r in rows:  # checked_lists' rule: finite, and no score above the one before it
-            if not all(map(math.isfinite, r)) or any(b - a > 1e-6 for a, b in zip(r, r[1:])):
+            if not all(map(math.isfinite, r)) or max(map(sub, r[1:], r)) > 1e-6:
                 return None
         scales = plan[0]
         offsets = row_offsets(*plan, k)

@@ -27,7 +27,13 @@ from collections.abc import Mapping
 import numpy as np
 
 from ._validation import positive_int
-from .background_math import background_location, row_slopes
+from .background_math import (
+    FIRST_BACKGROUND_RANK,
+    background_location,
+    location,
+    row_slopes,
+    scaled_offsets,
+)
 from .slope_fit import LogSlopeFit
 
 FORMAT_NAME = "mmgap.centered_background_scale"
@@ -38,161 +44,7 @@ POOL_SIZES = (6, 8, 10, 15, 20, 30, 50, 75, 100, 150, 200)
 
 Key = tuple[str, str, int]  # (query modality, candidate modality, pool size)
 
-__all__ = [
-    "POOL_SIZES",
-    "CenteredBackgroundScale",
-    "batch_centered_cosines",
-    "centered_cosines",
-    "default_n_directions",
-    "top_directions",
-]
-
-
-def top_directions(embeddings, mean, n_directions: int) -> np.ndarray:
-    """The top principal directions of embeddings around ``mean``: ``[D, d]`` orthonormal rows.
-
-    Parameters
-    ----------
-    embeddings : array-like
-        ``[N, d]`` embeddings of one modality (a sample is enough).
-    mean : array-like
-        ``[d]`` the modality's mean embedding.
-    n_directions : int
-        ``D``; at most ``min(N - 1, d)`` are returned.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``[D', d]`` float64, largest variance first (``D' <= D``; empty when ``N < 2``).
-    """
-    x = np.asarray(embeddings, dtype=np.float64) - np.asarray(mean, dtype=np.float64)
-    n = min(int(n_directions), x.shape[0] - 1, x.shape[1])
-    if n <= 0:
-        return np.zeros((0, x.shape[1]))
-    _values, vecs = np.linalg.eigh(x.T @ x)  # d x d scatter: memory d^2, whatever N is
-    return vecs[:, ::-1][:, :n].T.copy()
-
-
-def default_n_directions(dim: int) -> int:
-    """``max(1, round(dim / 100))``: the rule of Mu & Viswanath (2018), 5 for 512-d CLIP."""
-    return max(1, round(int(dim) / 100))
-
-
-def centered_cosines(queries, query_mean, candidates, candidate_mean, *, directions=None):
-    """Cosine of each query with each of its candidates in the post-processed space.
-
-    Each side has its modality's mean subtracted and, with ``directions``, its modality's top
-    principal directions projected out (all-but-the-top, Mu & Viswanath 2018), then is
-    renormalised.
-
-    Parameters
-    ----------
-    queries : array-like
-        ``[Q, d]`` query embeddings.
-    query_mean, candidate_mean : array-like
-        ``[d]`` mean embedding of the query's modality and of the candidates' modality.
-    candidates : array-like
-        ``[Q, k, d]`` each query's candidate embeddings.
-    directions : tuple of (array-like, array-like), optional
-        ``([Dq, d], [Dc, d])`` orthonormal directions removed from the query and the candidate
-        side (:func:`top_directions`); ``None``: centring only.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``[Q, k]`` float64.
-    """
-    dq, dc = directions if directions is not None else (None, None)
-    return _centered(_unit_centred(queries, query_mean, dq), candidates, candidate_mean, dc)
-
-
-def _unit_centred(queries, mean, directions=None) -> np.ndarray:
-    q = np.asarray(queries, dtype=np.float64) - np.asarray(mean, dtype=np.float64)
-    if directions is not None and len(directions):
-        u = np.asarray(directions, dtype=np.float64)
-        q = q - (q @ u.T) @ u
-    return q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
-
-
-def _centered(u: np.ndarray, candidates, candidate_mean, directions=None) -> np.ndarray:
-    """Post-processed cosines given the unit post-processed queries ``u``.
-
-    With ``P = I - U^T U`` the candidate modality's projection (``U`` its removed directions,
-    none for centring only) and ``v = P u``: ``u . P(c - mu) = v . c - v . mu`` and
-    ``|P(c - mu)|^2 = |c|^2 - 2 c . mu + |mu|^2 - |U c - U mu|^2``. One matrix product over the
-    candidates in their own dtype (float32 from a store) gives every term; no copy of them.
-    """
-    mu = np.asarray(candidate_mean, dtype=np.float64)
-    e = np.asarray(candidates)
-    if e.dtype not in (np.float32, np.float64):
-        e = e.astype(np.float64)
-    dirs = np.zeros((0, mu.size)) if directions is None else np.asarray(directions, np.float64)
-    v = u - (u @ dirs.T) @ dirs if len(dirs) else u
-    cols = np.empty((u.shape[0], u.shape[1], 2 + len(dirs)), dtype=e.dtype)
-    cols[:, :, 0] = v
-    cols[:, :, 1] = mu
-    cols[:, :, 2:] = dirs.T
-    dots = np.matmul(e, cols)  # [Q, k, 2 + D]: each candidate dotted with v, mu and each row of U
-    sq = np.einsum("qkd,qkd->qk", e, e) - 2.0 * dots[:, :, 1] + float(mu @ mu)
-    if len(dirs):
-        sq = sq - np.square(dots[:, :, 2:] - dirs @ mu).sum(axis=2)
-    norm = np.sqrt(np.maximum(sq, 0.0))
-    return (dots[:, :, 0] - (v @ mu)[:, None]) / np.maximum(norm, 1e-12)
-
-
-def batch_centered_cosines(
-    batch, means: Mapping[str, np.ndarray], name: str, directions=None, query_mean=None
-) -> dict[str, np.ndarray]:
-    """:func:`centered_cosines` of a candidate batch, per modality, ``-inf`` where padding.
-
-    Parameters
-    ----------
-    batch : CandidateBatch
-        With ``query_embeddings`` and a ``candidate_embeddings`` lookup.
-    means : mapping of str to numpy.ndarray
-        Modality -> ``[d]`` mean embedding.
-    name : str
-        The calling method's name, for messages.
-    directions : mapping of str to numpy.ndarray, optional
-        Modality -> ``[D, d]`` directions to project out (a modality without: centring only).
-    query_mean : numpy.ndarray, optional
-        ``[d]`` mean subtracted from the queries instead of their modality's (GR-CLIP's own).
-    """
-    if batch.query_embeddings is None or batch.candidate_embeddings is None:
-        raise ValueError(f"{name} needs query embeddings and a candidate embedding lookup")
-    q = np.asarray(batch.query_embeddings, dtype=np.float64)
-    if q.ndim != 2 or q.shape[0] != batch.n_queries:
-        raise ValueError(
-            f"{name}: query embeddings have shape {q.shape}, expected [{batch.n_queries}, dim]"
-        )
-
-    def mean_of(m: str) -> np.ndarray:
-        if m not in means:
-            raise ValueError(f"{name}: no mean embedding for modality {m!r}; have {sorted(means)}")
-        if means[m].shape != (q.shape[1],):
-            raise ValueError(
-                f"{name}: mean of {m!r} has shape {means[m].shape}, queries have dimension "
-                f"{q.shape[1]}"
-            )
-        return means[m]
-
-    dirs = directions or {}
-    qm = batch.query_modality
-    if query_mean is None:
-        mq = mean_of(qm)
-    else:
-        mq = np.asarray(query_mean, dtype=np.float64)
-        if mq.shape != (q.shape[1],):
-            raise ValueError(
-                f"{name}: query embeddings have shape {q.shape}, expected "
-                f"[{batch.n_queries}, {mq.size}]"
-            )
-    u = _unit_centred(q, mq, dirs.get(qm))
-    out = {}
-    for m, c in batch.lists.items():
-        cos = _centered(u, batch.candidate_embeddings(m, c.ids), mean_of(m), dirs.get(m))
-        out[m] = cos if c.is_full else np.where(c.valid, cos, -np.inf)
-    return out
+__all__ = ["POOL_SIZES", "CenteredBackgroundScale"]
 
 
 def _pools(arr, name: str) -> np.ndarray:
@@ -360,6 +212,49 @@ class CenteredBackgroundScale(LogSlopeFit):
             mu = background_location(-np.sort(-part, axis=1), sigma, max(n, length))
             out[rows, :length] = (part - mu[:, None]) / sigma
         return out
+
+    def transform_full(
+        self, pools: Mapping[str, np.ndarray], query_modality: str, n_items: Mapping[str, int]
+    ) -> dict[str, np.ndarray] | None:
+        """:meth:`transform` of several full ``[Q, k]`` pools at once, bit for bit.
+
+        A search's pools cost one set of numpy calls, not one per modality. ``None`` where that
+        does not apply (pools of different shapes, a key with no scale, a corpus size that is
+        not a positive int, a value that is not finite): :meth:`transform` then decides.
+        """
+        z = self.transform_stacked(pools, query_modality, n_items)
+        if z is None:
+            return None
+        n_q = z.shape[0] // len(pools)
+        return {m: z[i * n_q : (i + 1) * n_q] for i, m in enumerate(pools)}
+
+    def transform_stacked(
+        self, pools: Mapping[str, np.ndarray], query_modality: str, n_items: Mapping[str, int]
+    ) -> np.ndarray | None:
+        """:meth:`transform_full`'s z as one ``[M * Q, k]`` array, the pools' rows key after key."""
+        arrs = list(pools.values())
+        shape = arrs[0].shape if arrs else (0, 0)
+        if not shape[0] or shape[1] < FIRST_BACKGROUND_RANK or any(a.shape != shape for a in arrs):
+            return None
+        n_q, k = shape
+        sigmas, sizes = [], []
+        for m in pools:
+            n = n_items.get(m)
+            n = self.corpus_sizes_.get(m) if n is None else n
+            if type(n) is not int or n < 1:
+                return None
+            try:
+                sigmas.append(self.scale(m, query_modality, k))
+            except KeyError:
+                return None
+            sizes.append(max(n, k))
+        arr = np.concatenate(arrs).astype(np.float64, copy=False)
+        if np.count_nonzero(np.isfinite(arr)) != arr.size:
+            return None
+        # The same per-row values as transform's sigma * a_r, stacked key after key.
+        scale_col, offsets = scaled_offsets(tuple(sigmas), tuple(sizes), k, n_q)
+        mu = location(-np.sort(-arr, axis=1), offsets, None)
+        return (arr - mu[:, None]) / scale_col
 
     # ------------------------------------------------------------------ persistence
     def to_dict(self) -> dict:

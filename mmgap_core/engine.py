@@ -369,7 +369,8 @@ class RetrievalEngine:
             vec, ks, where=where, include_embeddings=fuser.needs_candidate_embeddings
         )
         raw = {m: h.scores[0].tolist() for m, h in hits.items()}
-        ranked = fuser.fuse_one(raw, qmod, k)  # the method's plain-Python shortcut, if it has one
+        embs = {m: h.embeddings[0] for m, h in hits.items() if h.embeddings is not None} or None
+        ranked = fuser.fuse_one(raw, qmod, k, query=vec[0], embeddings=embs)  # a shortcut, if any
         if ranked is not None:
             result = SearchResult.from_ranked(ranked, list(hits), hits, method, qmod, notes, raw)
         else:
@@ -378,7 +379,7 @@ class RetrievalEngine:
         # A filtered search sees a subset of the corpus: it would bias the running statistics.
         uses_stats = fuser.needs_standardizer or fuser.needs_background_scale
         if self.online_calibration and uses_stats and where is None:
-            self._online_update(hits, qmod, counts)
+            self._online_update(hits, qmod, counts, vec[0], embs)
         return result
 
     def _counts_for_search(self, notes: list[str]) -> dict[str, int]:
@@ -474,12 +475,16 @@ class RetrievalEngine:
         return fuser
 
     def _online_update(
-        self, hits: dict[str, ModalityHits], qmod: str, counts: Mapping[str, int]
+        self, hits: dict[str, ModalityHits], qmod: str, counts: Mapping[str, int], query, embeddings
     ) -> None:
-        """Add this search's top-1 per modality (and its lists) to the running statistics."""
+        """Add this search's top-1 per modality, its lists (and with ``embeddings``, its second
+        view's pools) to the running statistics."""
         lists = self_excluded_lists(hits)
         with self._lock:
-            if not self._calibration.add_search(lists, qmod, counts):
+            added = self._calibration.add_search(
+                lists, qmod, counts, query=query, embeddings=embeddings
+            )
+            if not added:
                 return
             self._searches_since_persist += 1
             if self._searches_since_persist >= self.persist_every:

@@ -14,12 +14,8 @@ import numpy as np
 
 from ._validation import as_embeddings
 from .background import BackgroundScale
-from .centered_background import (
-    CenteredBackgroundScale,
-    centered_cosines,
-    default_n_directions,
-    top_directions,
-)
+from .centered_background import CenteredBackgroundScale
+from .post_processing import centered_cosines, default_n_directions, top_directions
 from .fusion import CenterFusion, FusionMethod, make_method, method_class
 from .metrics import Qrels
 from .mining import (

@@ -12,9 +12,10 @@ from collections.abc import Mapping
 import numpy as np
 
 from .background import BackgroundScale
-from .centered_background import CenteredBackgroundScale, batch_centered_cosines
+from .centered_background import CenteredBackgroundScale
 from .fusion_background import BackgroundZFusion
 from .fusion_two_view import TwoViewZFusion
+from .post_processing import batch_centered_cosines
 from .candidates import CandidateBatch, ModalityCandidates  # noqa: F401 - re-exported
 from .fusion_base import FusedRanking, FusionMethod, merge_scored, tie_break_keys  # noqa: F401
 from .stats import ModalityStandardizer

@@ -185,15 +185,38 @@ def merge_row(scores: Mapping[str, list[float]], k: int) -> Ranked | None:
         The top ``k``: each item's position in its modality's list, its score, and its
         modality's index in ``scores``.
     """
-    items = [
-        (s, code, pos) for code, row in enumerate(scores.values()) for pos, s in enumerate(row)
-    ]
-    if not all(math.isfinite(t[0]) for t in items):
+    rows = list(scores.values())
+    values = [s for row in rows for s in row]  # every score, list after list
+    # map() of builtins, not generators: a search pays for every Python-level step here.
+    if not all(map(math.isfinite, values)):
         return None
-    items.sort(key=lambda t: -t[0])  # stable, as merge_scored's sort: equal scores keep list order
-    if any(a[0] == b[0] and a[1] != b[1] for a, b in zip(items, items[1:])):
+    # Stable, as merge_scored's sort (reverse=True keeps equal scores in list order).
+    order = sorted(range(len(values)), key=values.__getitem__, reverse=True)
+    starts, codes = [], []  # per flat index: where its list starts, its modality code
+    for code, row in enumerate(rows):
+        starts += [len(codes)] * len(row)
+        codes += [code] * len(row)
+    if len(set(values)) != len(values):  # some exact tie: is it across modalities?
+        ranked = [(values[i], codes[i]) for i in order]
+        if any(a[0] == b[0] and a[1] != b[1] for a, b in zip(ranked, ranked[1:])):
+            return None
+    return [(i - starts[i], values[i], codes[i]) for i in order[:k]]
+
+
+def merge_stacked(z: np.ndarray, k: int) -> Ranked | None:
+    """:func:`merge_row` of equally long lists stacked as the rows of ``z`` (``[M, w]``).
+
+    The sort is numpy's stable argsort (equal scores keep list order, as in :func:`merge_row`);
+    an exact tie goes to :func:`merge_row` itself, which knows which ties it may order.
+    """
+    values = z.ravel().tolist()
+    if not all(map(math.isfinite, values)):
         return None
-    return [(pos, s, code) for s, code, pos in items[:k]]
+    w = z.shape[1]
+    if len(set(values)) != len(values):
+        return merge_row({code: values[code * w : (code + 1) * w] for code in range(len(z))}, k)
+    order = np.argsort(-z.ravel(), kind="stable")[:k].tolist()
+    return [(i % w, values[i], i // w) for i in order]
 
 
 class FusionMethod(ABC):
@@ -242,12 +265,22 @@ class FusionMethod(ABC):
     def fuse(self, batch: CandidateBatch, k: int | None = None) -> FusedRanking:
         return merge_scored(batch, self.score(batch), k)
 
-    def fuse_one(self, scores: Mapping[str, list[float]], query_modality: str, k: int):
+    def fuse_one(
+        self,
+        scores: Mapping[str, list[float]],
+        query_modality: str,
+        k: int,
+        *,
+        query: np.ndarray | None = None,
+        embeddings: Mapping[str, np.ndarray] | None = None,
+    ):
         """:meth:`fuse` of one query's full lists of raw cosines (Python floats), or ``None``.
 
         A method may give a plain-Python shortcut for a search's single query that returns what
         :meth:`fuse` would, bit for bit, as :func:`merge_row`'s list; ``None`` (the default, and
         wherever the shortcut does not apply) means: build a batch and call :meth:`fuse`.
+        ``query`` (``[d]``) and ``embeddings`` (modality -> ``[k, d]`` candidates, in the lists'
+        order) are given to methods that need candidate embeddings.
         """
         return None
 

@@ -29,7 +29,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from .candidates import CandidateBatch
-from .centered_background import batch_centered_cosines
+from .post_processing import batch_centered_cosines
 from .fusion_base import FusionMethod  # not .fusion: lets fusion.py import this module
 
 __all__ = ["GRCLIP_METHOD", "GRClipFusion"]

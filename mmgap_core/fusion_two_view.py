@@ -15,9 +15,10 @@ import numpy as np
 
 from .background import BackgroundScale
 from .candidates import CandidateBatch
-from .centered_background import CenteredBackgroundScale, batch_centered_cosines
-from .fusion_background import MIN_BACKGROUND_LIST, BackgroundZFusion
-from .fusion_base import FusionMethod
+from .centered_background import CenteredBackgroundScale
+from .fusion_background import MAX_ONE_QUERY_CANDIDATES, MIN_BACKGROUND_LIST, BackgroundZFusion
+from .fusion_base import FusionMethod, Ranked, merge_stacked
+from .post_processing import batch_centered_cosines, post_processings
 from .stats import ModalityStandardizer
 
 __all__ = ["TwoViewZFusion"]
@@ -83,6 +84,7 @@ class TwoViewZFusion(FusionMethod):
             m: np.asarray(v, dtype=np.float64) for m, v in (directions or {}).items()
         }
         self.centered_scale = centered_scale
+        self.post = post_processings(self.means, self.directions)
         self.corpus_sizes = dict(corpus_sizes or {})
 
     def score(self, batch: CandidateBatch) -> dict[str, np.ndarray]:
@@ -93,27 +95,85 @@ class TwoViewZFusion(FusionMethod):
         (its calibration pools were too short to fit one). Each modality's scores depend only on
         its own list, so a search limited to some modalities ranks them as the full search does.
         """
-        z_raw = self.raw.score(batch)
         qm = batch.query_modality
+        if all(c.is_full and c.ids.shape[1] >= MIN_BACKGROUND_LIST for c in batch.lists.values()):
+            if batch.query_embeddings is not None and batch.candidate_embeddings is not None:
+                lists = {m: c.scores for m, c in batch.lists.items()}
+                embs = {m: batch.candidate_embeddings(m, c.ids) for m, c in batch.lists.items()}
+                q = np.asarray(batch.query_embeddings, dtype=np.float64)
+                z = self._stacked_scores(lists, q, embs, qm)
+                if z is not None:  # a search's lists: one set of numpy calls
+                    n_q = batch.n_queries
+                    return {m: z[i * n_q : (i + 1) * n_q] for i, m in enumerate(lists)}
+        z_raw = self.raw.score(batch)
         both = [m for m in batch.lists if self.centered_scale.has_scale(m, qm)]
         short = np.zeros(batch.n_queries, dtype=bool)
         for c in batch.lists.values():
             short |= c.valid.sum(axis=1) < MIN_BACKGROUND_LIST
         if short.all() or not both:
             return z_raw
-        centred = batch_centered_cosines(batch, self.means, self.name, self.directions)
+        centred = batch_centered_cosines(
+            batch, self.means, self.name, self.directions, processing=self.post
+        )
         n = self.corpus_sizes
         rows = np.flatnonzero(~short)
         out = dict(z_raw)
         for m in both:
             c = batch.lists[m]
-            if not short.any() and c.is_full:  # a search's lists
-                z_c = self.centered_scale.transform(centred[m], m, qm, n_items=n.get(m))
-                out[m] = 0.5 * (z_raw[m] + z_c)
-                continue
             z_c = self.centered_scale.transform(centred[m][rows], m, qm, n_items=n.get(m))
             with np.errstate(invalid="ignore"):
                 mean = np.where(c.valid[rows], 0.5 * (z_raw[m][rows] + z_c), -np.inf)
             out[m] = z_raw[m].copy()
             out[m][rows] = mean
         return out
+
+    def _stacked_scores(self, lists, queries, embeddings, qm: str) -> np.ndarray | None:
+        """Both views of full, equally wide lists, as one ``[M * Q, k]`` array (key after key).
+
+        ``None`` where that does not apply (the general path of :meth:`score` decides, errors
+        included): a key without a scale in either view, a modality without a post-processing
+        of the queries' width, padding, NaN or unsorted scores.
+        """
+        z_raw = self.raw.scale.transform_stacked(lists, qm, self.corpus_sizes)
+        post = self.post
+        d = queries.shape[1]
+        if z_raw is None or any(m not in post or post[m].dim != d for m in (qm, *lists)):
+            return None
+        u = post[qm].unit_queries(queries)
+        centred = {m: post[m].cosines(u, embeddings[m]) for m in lists}
+        z_c = self.centered_scale.transform_stacked(centred, qm, self.corpus_sizes)
+        if z_c is None:
+            return None
+        return 0.5 * (z_raw + z_c)
+
+    def fuse_one(
+        self,
+        scores: Mapping[str, list[float]],
+        query_modality: str,
+        k: int,
+        *,
+        query: np.ndarray | None = None,
+        embeddings: Mapping[str, np.ndarray] | None = None,
+    ) -> Ranked | None:
+        """:meth:`fuse` of one query's full lists, bit for bit, in one set of numpy calls.
+
+        Both views of every modality are computed stacked (:meth:`_stacked_scores`, which
+        :meth:`score` runs on a search's lists too) and merged by
+        :func:`~mmgap_core.fusion_base.merge_stacked`. Anything unusual (a short, padded or
+        unequal list, a modality without a second-view scale, a tie across modalities) is left
+        to :meth:`fuse`.
+        """
+        if query is None or embeddings is None or set(embeddings) != set(scores):
+            return None
+        lengths = [len(s) for s in scores.values()]
+        if min(lengths, default=0) < MIN_BACKGROUND_LIST or sum(lengths) > MAX_ONE_QUERY_CANDIDATES:
+            return None
+        if query.ndim != 1 or any(
+            e.ndim != 2 or e.shape[1] != query.size for e in embeddings.values()
+        ):
+            return None
+        lists = {m: np.array([s], dtype=np.float64) for m, s in scores.items()}
+        embs = {m: embeddings[m][None] for m in scores}
+        query = np.asarray(query, dtype=np.float64)[None, :]
+        z = self._stacked_scores(lists, query, embs, query_modality)
+        return None if z is None else merge_stacked(z, k)

@@ -327,36 +327,40 @@ def test_search_results_are_what_the_general_path_gives(vector_engine):
         )
 
 
+@pytest.mark.parametrize("method", [BG, "two-view-z"])
 def test_a_search_takes_the_single_query_shortcut_and_falls_back_when_it_declines(
-    vector_engine, monkeypatch
+    vector_engine, monkeypatch, method
 ):
-    from mmgap_core.fusion_background import BackgroundZFusion
+    from mmgap_core.fusion import method_class
 
+    cls = method_class(method)
     engine = vector_engine
     q = unit(np.random.default_rng(8).standard_normal((1, 16)))[0]
-    want = engine.search(embedding=q, k=6, k_per_modality=10, method=BG)
-    calls = {"one": 0, "batch": 0}
-    real_one, real_fuse = BackgroundZFusion.fuse_one, BackgroundZFusion.fuse
+    want = engine.search(embedding=q, k=6, k_per_modality=10, method=method)
+    calls = {"one": 0, "batch": 0, "declined": 0}
+    real_one, real_fuse = cls.fuse_one, cls.fuse
 
     def counted(name, real):
         def f(*a, **kw):
             calls[name] += 1
-            return real(*a, **kw)
+            out = real(*a, **kw)
+            calls["declined"] += name == "one" and out is None
+            return out
 
         return f
 
-    monkeypatch.setattr(BackgroundZFusion, "fuse_one", counted("one", real_one))
-    monkeypatch.setattr(BackgroundZFusion, "fuse", counted("batch", real_fuse))
-    assert engine.search(embedding=q, k=6, k_per_modality=10, method=BG).hits == want.hits
-    assert calls == {"one": 1, "batch": 0}
+    monkeypatch.setattr(cls, "fuse_one", counted("one", real_one))
+    monkeypatch.setattr(cls, "fuse", counted("batch", real_fuse))
+    assert engine.search(embedding=q, k=6, k_per_modality=10, method=method).hits == want.hits
+    assert calls == {"one": 1, "batch": 0, "declined": 0}
     # A declined shortcut (here: forced) gives the same answer through the batch path.
-    monkeypatch.setattr(BackgroundZFusion, "fuse_one", lambda *a, **kw: None)
-    assert engine.search(embedding=q, k=6, k_per_modality=10, method=BG).hits == want.hits
+    monkeypatch.setattr(cls, "fuse_one", lambda *a, **kw: None)
+    assert engine.search(embedding=q, k=6, k_per_modality=10, method=method).hits == want.hits
     assert calls["batch"] == 1
     # Padded lists (a filter leaves no text) are the batch path's.
-    monkeypatch.setattr(BackgroundZFusion, "fuse_one", counted("one", real_one))
+    monkeypatch.setattr(cls, "fuse_one", counted("one", real_one))
     only_images = engine.search(
-        embedding=q, k=6, k_per_modality=10, where={"modality": "image"}, method=BG
+        embedding=q, k=6, k_per_modality=10, where={"modality": "image"}, method=method
     )
-    assert calls == {"one": 2, "batch": 2}
+    assert calls == {"one": 2, "batch": 2, "declined": 1}
     assert [h.modality for h in only_images] == ["image"] * 6

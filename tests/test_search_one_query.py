@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from mmgap_core.background import BackgroundScale
 from mmgap_core.candidates import CandidateBatch
 from mmgap_core.fusion_background import MIN_BACKGROUND_LIST, BackgroundZFusion
-from mmgap_core.fusion_base import FusionMethod, merge_row, merge_scored
+from mmgap_core.fusion_base import FusionMethod, merge_row, merge_scored, merge_stacked
 from mmgap_core.results import SearchResult
 from mmgap_core.store.base import ModalityHits
 
@@ -112,6 +112,25 @@ def test_row_merge_is_merge_scored_bit_for_bit(seed, k):
 def test_row_merge_leaves_non_finite_scores_to_merge_scored():
     assert merge_row({"text": [1.0, math.nan], "image": [0.5]}, 3) is None
     assert merge_row({"text": [1.0, -math.inf], "image": [0.5]}, 3) is None
+
+
+@pytest.mark.parametrize("seed", range(30))
+@pytest.mark.parametrize("k", [1, 4, 30])
+@pytest.mark.parametrize("n_lists", [1, 2, 3])
+def test_stacked_merge_is_row_merge(seed, k, n_lists):
+    rng = np.random.default_rng(seed)
+    # Rounded scores tie often within a list and sometimes across lists.
+    z = np.round(rng.normal(0, 1, (n_lists, int(rng.integers(1, 9)))), 1 if seed % 2 else 6)
+    got = merge_stacked(z, k)
+    want = merge_row({f"m{i}": row.tolist() for i, row in enumerate(z)}, k)
+    assert got == want
+    if want is not None:
+        np.testing.assert_array_equal(bits([s for _, s, _ in got]), bits([s for _, s, _ in want]))
+
+
+def test_stacked_merge_leaves_non_finite_scores_to_merge_scored():
+    assert merge_stacked(np.array([[1.0, math.nan], [0.5, 0.2]]), 3) is None
+    assert merge_stacked(np.array([[1.0, -math.inf], [0.5, 0.2]]), 3) is None
 
 
 # ---------------------------------------------------------------- the fusion method

@@ -12,13 +12,8 @@ from _fixtures_clip import SAMPLE_TEXTS as TEXTS
 from mmgap_core.background import BackgroundScale
 from mmgap_core.background_math import background_location
 from mmgap_core.candidates import CandidateBatch, ModalityCandidates
-from mmgap_core.centered_background import (
-    POOL_SIZES,
-    CenteredBackgroundScale,
-    centered_cosines,
-    default_n_directions,
-    top_directions,
-)
+from mmgap_core.centered_background import POOL_SIZES, CenteredBackgroundScale
+from mmgap_core.post_processing import centered_cosines, default_n_directions, top_directions
 from mmgap_core.evaluation import evaluate_embeddings
 from mmgap_core.fusion import make_method
 from mmgap_core.simulator import PROFILES, simulate
@@ -372,3 +367,27 @@ def test_a_malformed_centred_scale_is_refused_and_nothing_is_stored(indexed, tmp
     with pytest.raises(CalibrationFormatError, match="'keys' must be a list"):
         indexed.import_calibration(bad)
     assert indexed.calibration_data() == before == indexed.store.load_calibration()
+
+
+def test_online_calibration_adds_each_search_to_the_second_view(indexed):
+    from mmgap_core.engine import RetrievalEngine
+
+    indexed.calibrate(progress=False)
+    centred = indexed.calibration.centered
+    n = indexed.store.counts()
+    width = min(n.values())
+    before = dict(centred.count_)
+    indexed.online_calibration = True
+    indexed.persist_every = 2
+    for q in ("a cat", "coffee", "rocket"):
+        indexed.search(q, k=3, k_per_modality=width)
+    grown = {key for key, c in centred.count_.items() if c != before.get(key)}
+    # one pool per modality a search, at every grid size up to its width (and the width itself)
+    assert grown == {("text", m, g) for m in n for g in (*POOL_SIZES, width) if g <= width}
+    assert all(centred.count_[key] == before.get(key, 0) + 3 for key in grown)
+    stored = RetrievalEngine(indexed.store, indexed.encoder).calibration.centered
+    assert all(stored.count_[key] == before.get(key, 0) + 2 for key in grown)  # every 2nd search
+    # a background-z search asks for no embeddings: the second view is left as it is
+    counts = dict(centred.count_)
+    indexed.search("a cat", k=3, method="background-z")
+    assert centred.count_ == counts

@@ -14,13 +14,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ..centered_background import (
-    POOL_SIZES,
-    CenteredBackgroundScale,
-    centered_cosines,
-    default_n_directions,
-    top_directions,
-)
+from ..centered_background import POOL_SIZES, CenteredBackgroundScale
+from ..post_processing import centered_cosines, default_n_directions, top_directions
 from ..store.base import VectorStore
 from .store_index import MEANS_SAMPLE, other_hits
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..background import BackgroundScale
 from ..centered_background import CenteredBackgroundScale
+from ..post_processing import post_processings, row_centered_cosines
 from ..stats import ModalityStandardizer
 from . import schema
 from .schema import CalibrationFormatError
@@ -184,11 +185,21 @@ class CalibrationRecord:
                 f"`mmgap calibrate --query-modalities {query_modality}`"
             )
 
-    def add_search(self, lists: Mapping[str, np.ndarray], query_modality: str, counts) -> bool:
+    def add_search(
+        self,
+        lists: Mapping[str, np.ndarray],
+        query_modality: str,
+        counts,
+        *,
+        query: np.ndarray | None = None,
+        embeddings: Mapping[str, np.ndarray] | None = None,
+    ) -> bool:
         """Add one search's lists (self-excluded, ``[1, k]`` per modality) to the statistics.
 
         Its top-1 per modality goes to the standardizer, its lists to the background scales.
-        Returns whether there was any score to add.
+        With the ``[d]`` query and its candidates' ``[k, d]`` embeddings (a ``two-view-z``
+        search), their post-processed cosines go to the second view's scales as one pool per
+        modality. Returns whether there was any score to add.
         """
         best = {m: float(v[0, 0]) for m, v in lists.items() if np.isfinite(v[0, 0])}
         if not best:
@@ -201,7 +212,21 @@ class CalibrationRecord:
             if self.background is not None:
                 sizes = {m: max(int(counts.get(m, 0)), v.shape[1], 1) for m, v in lists.items()}
                 self.background.partial_fit(lists, query_modality, sizes)
+            self._add_centred_pools(query, query_modality, embeddings, sizes)
         return True
+
+    def _add_centred_pools(self, query, query_modality: str, embeddings, sizes) -> None:
+        centred = self.centered
+        if query is None or not embeddings or centred is None or not self.center_means:
+            return
+        if not centred.has_query_modality(query_modality):
+            return  # a record that predates the second view for these queries: calibrate fits it
+        post = post_processings(self.center_means, self.center_directions)
+        rows = row_centered_cosines(query, query_modality, embeddings, post)
+        if rows is None:  # padded or malformed: nothing the calibration would have fitted
+            return
+        pools = {m: np.array([r]) for m, r in rows.items() if m in sizes}
+        centred.partial_fit(pools, query_modality, {m: sizes[m] for m in pools})
 
     def usable_method(self, name: str, query_modality: str) -> str:
         """``name``, or ``background-z`` when ``name`` is the default method and this record,
