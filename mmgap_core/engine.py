@@ -77,9 +77,10 @@ class RetrievalEngine:
         Recalibrate instead of warning when the corpus grew, or gained a modality, since
         calibration.
     online_calibration : bool, default False
-        Update the running statistics with each calibrated search's top-1 per modality
-        (``partial_fit``) and persist them every ``persist_every`` searches. Off by default: it lets
-        the query stream drift the statistics.
+        Update the running statistics with each calibrated search's lists (``partial_fit``: the
+        top-1 per modality, the background scales, a ``two-view-z`` search's second view) and
+        persist them every ``persist_every`` searches. Off by default: it lets the query stream
+        drift the statistics.
     persist_every : int, default 50
     count_check_seconds : float, default 10.0
         How long ``search`` reuses the store's per-modality item counts (and how often it checks
@@ -477,14 +478,12 @@ class RetrievalEngine:
     def _online_update(
         self, hits: dict[str, ModalityHits], qmod: str, counts: Mapping[str, int], query, embeddings
     ) -> None:
-        """Add this search's top-1 per modality, its lists (and with ``embeddings``, its second
-        view's pools) to the running statistics."""
+        """Add this search's lists (with ``embeddings``, its second view) to the statistics."""
         lists = self_excluded_lists(hits)
         with self._lock:
-            added = self._calibration.add_search(
+            if not self._calibration.add_search(
                 lists, qmod, counts, query=query, embeddings=embeddings
-            )
-            if not added:
+            ):
                 return
             self._searches_since_persist += 1
             if self._searches_since_persist >= self.persist_every:
