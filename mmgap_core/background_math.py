@@ -15,8 +15,11 @@ from ._validation import int_at_least, positive_int
 
 FIRST_BACKGROUND_RANK = 2  # rank 1 may be the relevant item: it never sets the background
 MIN_SCALE = 1e-6  # a list with no spread (all scores equal) gets this scale, not zero
+#: Calibration lists hold each query's top this-many per modality: the background scale's fit.
+BACKGROUND_RANKS = 50
 
 __all__ = [
+    "BACKGROUND_RANKS",
     "FIRST_BACKGROUND_RANK",
     "MIN_SCALE",
     "as_lists",

@@ -309,6 +309,16 @@ def evaluate_candidates(
             "background_scale": (
                 fitted.background.to_dict() if fitted.background is not None else None
             ),
+            # two-view-z's second view: its scales, and how many top directions each modality
+            # has removed (the directions themselves are calibration state, not a result).
+            "centered_background_scale": (
+                fitted.centered.to_dict() if fitted.centered is not None else None
+            ),
+            "n_directions": (
+                {m: len(u) for m, u in fitted.directions.items()}
+                if fitted.directions is not None
+                else None
+            ),
         },
         "gold_statistics": fitted.gold.to_dict() if fitted.gold is not None else None,
         "notes": fitted.notes,

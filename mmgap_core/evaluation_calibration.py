@@ -14,6 +14,7 @@ import numpy as np
 
 from ._validation import as_embeddings
 from .background import BackgroundScale
+from .background_math import BACKGROUND_RANKS
 from .centered_background import CenteredBackgroundScale
 from .post_processing import centered_cosines, default_n_directions, top_directions
 from .fusion import CenterFusion, FusionMethod, make_method, method_class
@@ -28,15 +29,12 @@ from .mining import (
 from .stats import ModalityStandardizer
 
 __all__ = [
-    "BACKGROUND_RANKS",
     "FittedCalibration",
-    "fit_centered_scale",
-    "fit_directions",
+    "fit_centered_scale_from_arrays",
+    "fit_directions_from_arrays",
     "fit_methods",
 ]
 
-# Calibration lists are this long (or the pool, if shorter): the background scale is fitted on them.
-BACKGROUND_RANKS = 50
 CHUNK = 256  # queries at a time, bounding the [chunk, pool, d] embeddings read
 
 
@@ -51,6 +49,8 @@ class FittedCalibration:
     background: BackgroundScale | None
     gold: ModalityStandardizer | None
     notes: list[str]
+    centered: CenteredBackgroundScale | None = None
+    directions: dict[str, np.ndarray] | None = None
 
 
 def fit_methods(
@@ -144,8 +144,8 @@ def fit_methods(
         cal_q, pool_rows = (
             (queries, retrieved.indices) if calibration_queries is None else (cal, cal_top.indices)
         )
-        directions = fit_directions(corpus, labels, center_means, cal_q, query_modality)
-        centered = fit_centered_scale(
+        directions = fit_directions_from_arrays(corpus, labels, center_means, cal_q, query_modality)
+        centered = fit_centered_scale_from_arrays(
             cal_q,
             pool_rows[:, :, : retrieved.scores.shape[2]],
             corpus,
@@ -169,10 +169,13 @@ def fit_methods(
         )
         for name in method_names
     }
-    return fusers, FittedCalibration(setting, n_cal, counts, standardizer, background, gold, notes)
+    fitted = FittedCalibration(
+        setting, n_cal, counts, standardizer, background, gold, notes, centered, directions
+    )
+    return fusers, fitted
 
 
-def fit_centered_scale(
+def fit_centered_scale_from_arrays(
     cal_queries: np.ndarray,
     pool_rows: np.ndarray,
     corpus: np.ndarray,
@@ -206,7 +209,9 @@ def fit_centered_scale(
     return out
 
 
-def fit_directions(corpus, labels, means, queries, query_modality: str) -> dict[str, np.ndarray]:
+def fit_directions_from_arrays(
+    corpus, labels, means, queries, query_modality: str
+) -> dict[str, np.ndarray]:
     """Each modality's top principal directions (:func:`default_n_directions` of them).
 
     The query modality, when the corpus holds none of it, takes them from the queries.

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from mmgap_core.background import BackgroundScale
 from mmgap_core.calibration import CalibrationFormatError, CalibrationRecord, Provenance
+from mmgap_core.background_math import BACKGROUND_RANKS
 from mmgap_core.calibration.fitting import (
-    BACKGROUND_RANKS,
     QuerySet,
     fit_calibration,
     load_corpus,

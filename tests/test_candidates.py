@@ -8,7 +8,7 @@ import pytest
 
 from mmgap_core.background import BackgroundScale
 from mmgap_core.candidates import CandidateBatch, ModalityCandidates
-from mmgap_core.evaluation_calibration import fit_centered_scale
+from mmgap_core.evaluation_calibration import fit_centered_scale_from_arrays
 from mmgap_core.fusion import METHOD_NAMES, CenterFusion, make_method
 from mmgap_core.mining import mine_pseudo_positives, topk_per_modality
 from mmgap_core.simulator import simulate
@@ -31,7 +31,7 @@ def methods(data):
     top = topk_per_modality(data.queries, data.corpus, data.modalities, 30)
     sizes = {m: int((data.modalities == m).sum()) for m in top.modalities}
     bg = BackgroundScale().fit({m: top.of(m)[1] for m in top.modalities}, "text", sizes)
-    centred = fit_centered_scale(
+    centred = fit_centered_scale_from_arrays(
         data.queries, top.indices, data.corpus, top.modalities, means, "text", sizes
     )
     return {

@@ -11,6 +11,7 @@ from mmgap_core.cli import main
 from mmgap_core.evaluation import evaluate_embeddings
 from mmgap_core.fusion import METHOD_NAMES
 from mmgap_core.metrics import Qrels, evaluate_ranking
+from mmgap_core.post_processing import default_n_directions
 from mmgap_core.simulator import simulate
 
 # ------------------------------------------------------------------ metrics by hand
@@ -144,6 +145,11 @@ def test_eval_cli_on_simulator_files(tmp_path, clip_like, capsys):
     rows = {(r["method"], r["subset"], r["metric"]): r["value"] for r in data["results"]}
     assert rows[("standardize", "image", "recall@20")] > rows[("raw", "image", "recall@20")]
     assert data["stats"]["calibration"]["statistics"]["format"] == "mmgap.standardizer"
+    assert data["stats"]["default_method"] == "two-view-z"
+    centred = data["stats"]["calibration"]["centered_background_scale"]
+    assert centred["format"] == "mmgap.centered_background_scale" and centred["keys"]
+    n = default_n_directions(data["stats"]["dim"])  # Mu & Viswanath's rule for the width
+    assert data["stats"]["calibration"]["n_directions"] == {"text": n, "image": n}
 
 
 def _hand_files(tmp_path):

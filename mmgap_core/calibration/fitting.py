@@ -27,6 +27,7 @@ import numpy as np
 
 from .._validation import as_embeddings, int_at_least
 from ..background import BackgroundScale
+from ..background_math import BACKGROUND_RANKS
 from ..stats import ModalityStandardizer
 from ..store.base import VectorStore
 from .centered import fit_centered_scale, fit_directions
@@ -65,8 +66,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Calibration lists hold each query's top this-many per modality (background scale fit).
-BACKGROUND_RANKS = 50
 #: ``mining=`` values: streamed exact mining, or the store's approximate index.
 MINING_CHOICES = ("exact", "store-index")
 #: What the provenance records for each (unchanged from earlier records).
