@@ -186,26 +186,15 @@ class BackgroundScale(LogSlopeFit):
         n = max(n, arr.shape[1])
         return z_scores(arr, valid, sigma, scaled_offsets((sigma,), (n,), arr.shape[1], 1)[1])
 
-    def transform_full(
-        self, lists: Mapping[str, np.ndarray], query_modality: str, n_items: Mapping[str, int]
-    ) -> dict[str, np.ndarray] | None:
-        """:meth:`transform` of several full ``[Q, k]`` lists at once, bit for bit.
-
-        A search's lists cost one set of numpy calls, not one per modality. ``None`` where that
-        does not apply (lists of different shapes, a key with no fitted scale, a corpus size that
-        is not a positive int, padding, NaN or unsorted rows): :meth:`transform` then handles
-        each list, errors and warnings included.
-        """
-        z = self.transform_stacked(lists, query_modality, n_items)
-        if z is None:
-            return None
-        n_q = z.shape[0] // len(lists)
-        return {m: z[i * n_q : (i + 1) * n_q] for i, m in enumerate(lists)}
-
     def transform_stacked(
         self, lists: Mapping[str, np.ndarray], query_modality: str, n_items: Mapping[str, int]
     ) -> np.ndarray | None:
-        """:meth:`transform_full`'s z as one ``[M * Q, k]`` array, the lists' rows key after key."""
+        """:meth:`transform` of full ``[Q, k]`` lists as one ``[M * Q, k]`` array, key after key.
+
+        Bit for bit :meth:`transform`'s z. ``None`` where that does not apply (lists of different
+        shapes, a key with no fitted scale, a corpus size that is not a positive int, padding,
+        NaN or unsorted rows). :meth:`transform_full` splits it per key.
+        """
         arrs = list(lists.values())
         shape = arrs[0].shape if arrs else (0, 0)
         if not shape[0] or any(a.shape != shape for a in arrs):

@@ -213,25 +213,15 @@ class CenteredBackgroundScale(LogSlopeFit):
             out[rows, :length] = (part - mu[:, None]) / sigma
         return out
 
-    def transform_full(
-        self, pools: Mapping[str, np.ndarray], query_modality: str, n_items: Mapping[str, int]
-    ) -> dict[str, np.ndarray] | None:
-        """:meth:`transform` of several full ``[Q, k]`` pools at once, bit for bit.
-
-        A search's pools cost one set of numpy calls, not one per modality. ``None`` where that
-        does not apply (pools of different shapes, a key with no scale, a corpus size that is
-        not a positive int, a value that is not finite): :meth:`transform` then decides.
-        """
-        z = self.transform_stacked(pools, query_modality, n_items)
-        if z is None:
-            return None
-        n_q = z.shape[0] // len(pools)
-        return {m: z[i * n_q : (i + 1) * n_q] for i, m in enumerate(pools)}
-
     def transform_stacked(
         self, pools: Mapping[str, np.ndarray], query_modality: str, n_items: Mapping[str, int]
     ) -> np.ndarray | None:
-        """:meth:`transform_full`'s z as one ``[M * Q, k]`` array, the pools' rows key after key."""
+        """:meth:`transform` of full ``[Q, k]`` pools as one ``[M * Q, k]`` array, key after key.
+
+        Bit for bit :meth:`transform`'s z. ``None`` where that does not apply (pools of different
+        shapes or narrower than two, a key with no scale, a corpus size that is not a positive
+        int, a value that is not finite). :meth:`transform_full` splits it per key.
+        """
         arrs = list(pools.values())
         shape = arrs[0].shape if arrs else (0, 0)
         if not shape[0] or shape[1] < FIRST_BACKGROUND_RANK or any(a.shape != shape for a in arrs):

@@ -19,6 +19,7 @@ from .centered_background import CenteredBackgroundScale
 from .fusion_background import MAX_ONE_QUERY_CANDIDATES, MIN_BACKGROUND_LIST, BackgroundZFusion
 from .fusion_base import FusionMethod, Ranked, merge_stacked
 from .post_processing import batch_centered_cosines, post_processings
+from .slope_fit import split_stacked
 from .stats import ModalityStandardizer
 
 __all__ = ["TwoViewZFusion"]
@@ -103,8 +104,7 @@ class TwoViewZFusion(FusionMethod):
                 q = np.asarray(batch.query_embeddings, dtype=np.float64)
                 z = self._stacked_scores(lists, q, embs, qm)
                 if z is not None:  # a search's lists: one set of numpy calls
-                    n_q = batch.n_queries
-                    return {m: z[i * n_q : (i + 1) * n_q] for i, m in enumerate(lists)}
+                    return split_stacked(z, list(lists))
         z_raw = self.raw.score(batch)
         both = [m for m in batch.lists if self.centered_scale.has_scale(m, qm)]
         short = np.zeros(batch.n_queries, dtype=bool)

@@ -16,7 +16,13 @@ import numpy as np
 
 from ._validation import positive_int
 
-__all__ = ["LogSlopeFit"]
+__all__ = ["LogSlopeFit", "split_stacked"]
+
+
+def split_stacked(z: np.ndarray, keys: list[str]) -> dict[str, np.ndarray]:
+    """Key -> its ``[Q, k]`` rows of ``z``, which stacks them key after key (views, no copy)."""
+    n_q = z.shape[0] // len(keys)
+    return {m: z[i * n_q : (i + 1) * n_q] for i, m in enumerate(keys)}
 
 
 class LogSlopeFit:
@@ -79,6 +85,21 @@ class LogSlopeFit:
 
     def partial_fit(self, lists, query_modality: str, corpus_sizes):  # pragma: no cover
         raise NotImplementedError
+
+    def transform_stacked(self, lists, query_modality: str, n_items):  # pragma: no cover
+        raise NotImplementedError
+
+    def transform_full(
+        self, lists: Mapping[str, np.ndarray], query_modality: str, n_items: Mapping[str, int]
+    ) -> dict[str, np.ndarray] | None:
+        """The subclass's ``transform`` of several full ``[Q, k]`` lists at once, bit for bit.
+
+        A search's lists cost one set of numpy calls, not one per modality. ``None`` where that
+        does not apply (see ``transform_stacked``): ``transform`` then handles each list, errors
+        and warnings included.
+        """
+        z = self.transform_stacked(lists, query_modality, n_items)
+        return None if z is None else split_stacked(z, list(lists))
 
     def _checked_inputs(
         self,
