@@ -102,7 +102,9 @@ class TwoViewZFusion(FusionMethod):
                 lists = {m: c.scores for m, c in batch.lists.items()}
                 embs = {m: batch.candidate_embeddings(m, c.ids) for m, c in batch.lists.items()}
                 q = np.asarray(batch.query_embeddings, dtype=np.float64)
-                z = self._stacked_scores(lists, q, embs, qm)
+                # A query matrix of the wrong shape: the general path says so.
+                ok = q.ndim == 2 and q.shape[0] == batch.n_queries
+                z = self._stacked_scores(lists, q, embs, qm) if ok else None
                 if z is not None:  # a search's lists: one set of numpy calls
                     return split_stacked(z, list(lists))
         z_raw = self.raw.score(batch)

@@ -260,3 +260,19 @@ def test_the_stacked_path_is_the_general_path_bit_for_bit(method, seed, monkeypa
     general = method.score(batch)
     for m in MODS:
         np.testing.assert_array_equal(bits(stacked[m]), bits(general[m]))
+
+
+@pytest.mark.parametrize("n_rows", [1, 3])
+def test_query_embeddings_of_the_wrong_count_are_refused_by_name(method, n_rows):
+    rng = np.random.default_rng(6)
+    qs = [one_query(rng, {"text": 8, "image": 8}) for _ in range(2)]
+    lists = {
+        m: ModalityCandidates(full_ids(2, 8), np.array([raw[m] for _, raw, _ in qs])) for m in MODS
+    }
+    embs = {m: np.stack([e[m] for _, _, e in qs]) for m in MODS}
+    wrong = unit(rng.standard_normal((n_rows, DIM)))  # two queries in the batch
+    batch = CandidateBatch(
+        "text", lists, query_embeddings=wrong, candidate_embeddings=lambda m, ids: embs[m]
+    )
+    with pytest.raises(ValueError, match=r"query embeddings have shape .*expected \[2, dim\]"):
+        method.score(batch)
