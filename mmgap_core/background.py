@@ -195,20 +195,16 @@ class BackgroundScale(LogSlopeFit):
         shapes, a key with no fitted scale, a corpus size that is not a positive int, padding,
         NaN or unsorted rows). :meth:`transform_full` splits it per key.
         """
-        arrs = list(lists.values())
-        shape = arrs[0].shape if arrs else (0, 0)
-        if not shape[0] or any(a.shape != shape for a in arrs):
+        stacked = self._stacked_plan(lists, query_modality, n_items)
+        if stacked is None:
             return None
-        plan = self._one_pass_plan(lists, shape[1], query_modality, n_items)
-        if plan is None:
-            return None
+        (n_q, k), plan = stacked
         try:
-            arr, valid = checked_lists(np.concatenate(arrs), "candidates")
+            arr, valid = checked_lists(np.concatenate(list(lists.values())), "candidates")
         except ValueError:
             return None
         if valid is not None:
             return None
-        n_q, k = shape
         scale_col, offsets = scaled_offsets(*plan, k, n_q)
         return z_scores(arr, None, scale_col, offsets)
 
@@ -235,20 +231,11 @@ class BackgroundScale(LogSlopeFit):
         offsets = row_offsets(*plan, k)
         return {m: row_z(r, offsets[i], scales[i]) for i, (m, r) in enumerate(lists.items())}
 
-    def _one_pass_plan(self, lists, k: int, query_modality: str, n_items: Mapping[str, int]):
-        """``(scales, corpus sizes)`` of the keys of ``lists``, ``None`` if one is not plain.
-
-        Not plain: a key with no fitted scale, or a corpus size that is not a positive int.
-        """
-        scales, ns = [], []
-        for m in lists:
-            n = n_items.get(m)
-            n = self.corpus_sizes_.get(m) if n is None else n
-            if (query_modality, m) not in self.count_ or type(n) is not int or n < 1:
-                return None
-            scales.append(self.scale(m, query_modality))
-            ns.append(max(n, k))
-        return tuple(scales), tuple(ns)
+    def _plain_scale(self, candidate_modality: str, query_modality: str, k: int) -> float | None:
+        """The fitted scale of the key (one for every list length), ``None`` if unfitted."""
+        if (query_modality, candidate_modality) not in self.count_:
+            return None  # no pooled fallback (and its warning) on the one-pass paths
+        return self.scale(candidate_modality, query_modality)
 
     # ------------------------------------------------------------------ persistence
     def to_dict(self) -> dict:

@@ -222,29 +222,24 @@ class CenteredBackgroundScale(LogSlopeFit):
         shapes or narrower than two, a key with no scale, a corpus size that is not a positive
         int, a value that is not finite). :meth:`transform_full` splits it per key.
         """
-        arrs = list(pools.values())
-        shape = arrs[0].shape if arrs else (0, 0)
-        if not shape[0] or shape[1] < FIRST_BACKGROUND_RANK or any(a.shape != shape for a in arrs):
+        stacked = self._stacked_plan(pools, query_modality, n_items, FIRST_BACKGROUND_RANK)
+        if stacked is None:
             return None
-        n_q, k = shape
-        sigmas, sizes = [], []
-        for m in pools:
-            n = n_items.get(m)
-            n = self.corpus_sizes_.get(m) if n is None else n
-            if type(n) is not int or n < 1:
-                return None
-            try:
-                sigmas.append(self.scale(m, query_modality, k))
-            except KeyError:
-                return None
-            sizes.append(max(n, k))
-        arr = np.concatenate(arrs).astype(np.float64, copy=False)
+        (n_q, k), plan = stacked
+        arr = np.concatenate(list(pools.values())).astype(np.float64, copy=False)
         if np.count_nonzero(np.isfinite(arr)) != arr.size:
             return None
         # The same per-row values as transform's sigma * a_r, stacked key after key.
-        scale_col, offsets = scaled_offsets(tuple(sigmas), tuple(sizes), k, n_q)
+        scale_col, offsets = scaled_offsets(*plan, k, n_q)
         mu = location(-np.sort(-arr, axis=1), offsets, None)
         return (arr - mu[:, None]) / scale_col
+
+    def _plain_scale(self, candidate_modality: str, query_modality: str, k: int) -> float | None:
+        """The scale for pools of ``k`` (:meth:`scale`), ``None`` where the key has none."""
+        try:
+            return self.scale(candidate_modality, query_modality, k)
+        except KeyError:
+            return None
 
     # ------------------------------------------------------------------ persistence
     def to_dict(self) -> dict:

@@ -89,6 +89,44 @@ class LogSlopeFit:
     def transform_stacked(self, lists, query_modality: str, n_items):  # pragma: no cover
         raise NotImplementedError
 
+    def _plain_scale(
+        self, candidate_modality: str, query_modality: str, k: int
+    ) -> float | None:  # pragma: no cover
+        """The key's fitted scale for lists of ``k``, ``None`` where it has none."""
+        raise NotImplementedError
+
+    def _one_pass_plan(self, keys, k: int, query_modality: str, n_items: Mapping[str, int]):
+        """``(scales, corpus sizes)`` of ``keys`` for lists of ``k``, ``None`` if one is not plain.
+
+        Not plain: a key with no fitted scale, or a corpus size that is not a positive int. The
+        sizes are at least ``k`` (order scores of ranks beyond the corpus repeat the last one).
+        """
+        scales, ns = [], []
+        for m in keys:
+            n = n_items.get(m)
+            n = self.corpus_sizes_.get(m) if n is None else n
+            if type(n) is not int or n < 1:
+                return None
+            sigma = self._plain_scale(m, query_modality, k)
+            if sigma is None:
+                return None
+            scales.append(sigma)
+            ns.append(max(n, k))
+        return tuple(scales), tuple(ns)
+
+    def _stacked_plan(self, lists, query_modality: str, n_items, min_width: int = 0):
+        """``((Q, k), (scales, corpus sizes))`` to stack full ``[Q, k]`` lists, or ``None``.
+
+        ``None``: the arrays differ in shape, have no rows or fewer than ``min_width`` columns,
+        or a key is not plain (:meth:`_one_pass_plan`).
+        """
+        arrs = list(lists.values())
+        shape = arrs[0].shape if arrs else (0, 0)
+        if not shape[0] or shape[1] < min_width or any(a.shape != shape for a in arrs):
+            return None
+        plan = self._one_pass_plan(lists, shape[1], query_modality, n_items)
+        return None if plan is None else (shape, plan)
+
     def transform_full(
         self, lists: Mapping[str, np.ndarray], query_modality: str, n_items: Mapping[str, int]
     ) -> dict[str, np.ndarray] | None:
