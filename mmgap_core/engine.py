@@ -9,7 +9,6 @@ open_clip encoders (:func:`open_engine` is re-exported here).
 from __future__ import annotations
 
 import logging
-import operator
 import threading
 import time
 import warnings
@@ -37,8 +36,9 @@ from .calibration.record import (
 from .candidates import CandidateBatch
 from .encoders.base import Encoder
 from .factory import open_engine
-from .fusion import DEFAULT_METHOD, FusionMethod, make_method, method_class
+from .fusion import DEFAULT_METHOD, FusionMethod, method_class
 from .indexing import index_items
+from .method_cache import MethodCache
 from .results import Hit, IndexReport, SearchResult, SkippedItem, content_id  # noqa: F401
 from .stats import ModalityStandardizer
 from .store.base import ModalityHits, VectorStore
@@ -116,7 +116,7 @@ class RetrievalEngine:
         self._counts_cache: tuple[dict[str, int], float, int] | None = None
         self._writes = 0
         self._last_growth_warning: list[str] = []
-        self._fuser_cache: tuple | None = None  # (what it was built from, method, its name)
+        self._methods = MethodCache()  # the last fusion method built, reused while it can be
         data = self.store.load_calibration()
         if data is not None:
             self._set_calibration(CalibrationRecord.from_dict(data))
@@ -441,7 +441,8 @@ class RetrievalEngine:
         notes: list[str],
         counts: Mapping[str, int],
     ) -> FusionMethod:
-        """Build ``method`` with what it declares it needs (see :meth:`_check_calibrated`)."""
+        """``method`` built from the calibration, recalibrating first for a modality it lacks
+        (where allowed); see :meth:`_check_calibrated`."""
         record = self._calibration
         needs_stats = cls.needs_standardizer or cls.needs_background_scale
         missing = record.missing_candidates(qmod, live, cls) if needs_stats else []
@@ -455,25 +456,7 @@ class RetrievalEngine:
                 "after calibration): run `mmgap calibrate` (or engine.calibrate()) again, or pass "
                 "auto_recalibrate=True"
             )
-        std = record.standardizer if record is not None else None
-        bg = record.background if record is not None else None
-        parts = dict(
-            standardizer=std,
-            background_scale=bg,
-            center_means=record.center_means if cls.needs_center_means else None,
-            centered_scale=record.centered if cls.needs_centered_scale else None,
-            center_directions=record.center_directions if cls.needs_centered_scale else None,
-            corpus_sizes=counts,
-        )
-        # A method reads no more than these objects and whether they are fitted: one built from
-        # the same ones (and the same method name, an equal string) is reused.
-        key = (*parts.values(), std is not None and std.is_fitted, bg is not None and bg.is_fitted)
-        cached = self._fuser_cache
-        if cached is not None and cached[2] == method and all(map(operator.is_, cached[0], key)):
-            return cached[1]
-        fuser = make_method(method, **parts)
-        self._fuser_cache = (key, fuser, method)
-        return fuser
+        return self._methods.get(method, cls, record, counts)
 
     def _online_update(
         self, hits: dict[str, ModalityHits], qmod: str, counts: Mapping[str, int], query, embeddings

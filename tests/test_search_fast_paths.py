@@ -267,7 +267,7 @@ def test_engine_and_store_both_still_reject_a_bad_query(vector_engine, bad, matc
             vector_engine.store.query_per_modality(bad, 3)
 
 
-#: The method with the single-query shortcut (the default until two-view-z, which has none).
+#: The method whose single-query shortcut is plain Python (the default before two-view-z).
 BG = "background-z"
 
 
@@ -277,24 +277,24 @@ def test_search_reuses_its_fusion_method_until_what_it_was_built_from_changes(ve
     engine = vector_engine
     q = unit(np.random.default_rng(5).standard_normal((1, 16)))[0]
     first = engine.search(embedding=q, k=5, method=BG)
-    fuser = engine._fuser_cache[1]
+    fuser = engine._methods.last
     assert engine.search(embedding=q, k=5, method=BG).hits == first.hits
-    assert engine._fuser_cache[1] is fuser  # reused
+    assert engine._methods.last is fuser  # reused
     engine.search(embedding=q, k=5, method="".join(["background", "-z"]))
-    assert engine._fuser_cache[1] is fuser  # an equal name built elsewhere: reused
+    assert engine._methods.last is fuser  # an equal name built elsewhere: reused
     engine.search(embedding=q, k=5, method="raw")
-    assert engine._fuser_cache[1] is not fuser  # another method
+    assert engine._methods.last is not fuser  # another method
     engine.search(embedding=q, k=5, method=BG)
-    fuser = engine._fuser_cache[1]
+    fuser = engine._methods.last
     engine.calibration.standardizer = ModalityStandardizer.from_dict(
         engine.calibration.standardizer.to_dict()
     )
     engine.search(embedding=q, k=5, method=BG)
-    assert engine._fuser_cache[1] is not fuser  # other statistics
-    fuser = engine._fuser_cache[1]
+    assert engine._methods.last is not fuser  # other statistics
+    fuser = engine._methods.last
     engine.calibrate(sample=60, seed=1, progress=False)
     again = engine.search(embedding=q, k=5, method=BG)
-    assert engine._fuser_cache[1] is not fuser  # recalibrated
+    assert engine._methods.last is not fuser  # recalibrated
     fresh = RetrievalEngine(engine.store).search(embedding=q, k=5, method=BG)
     assert again.hits == fresh.hits
 
