@@ -391,3 +391,15 @@ def test_online_calibration_adds_each_search_to_the_second_view(indexed):
     counts = dict(centred.count_)
     indexed.search("a cat", k=3, method="background-z")
     assert centred.count_ == counts
+
+
+def test_online_calibration_of_a_record_without_background_scales(indexed):
+    """A record from before background-z: its online update feeds the paper's statistics only."""
+    from dataclasses import replace
+
+    indexed.calibrate(progress=False)
+    old = replace(indexed.calibration, background=None, centered=None, center_directions=None)
+    lists = {m: np.array([[0.3, 0.2, 0.1]]) for m in ("text", "image")}
+    n0 = old.standardizer.count_[("text", "image")]
+    assert old.add_search(lists, "text", {"text": 10, "image": 10})
+    assert old.standardizer.count_[("text", "image")] == n0 + 1

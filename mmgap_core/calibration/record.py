@@ -204,13 +204,13 @@ class CalibrationRecord:
         best = {m: float(v[0, 0]) for m, v in lists.items() if np.isfinite(v[0, 0])}
         if not best:
             return False
+        sizes = {m: max(int(counts.get(m, 0)), v.shape[1], 1) for m, v in lists.items()}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             self.standardizer.partial_fit(
                 np.asarray(list(best.values())), list(best), query_modality
             )
             if self.background is not None:
-                sizes = {m: max(int(counts.get(m, 0)), v.shape[1], 1) for m, v in lists.items()}
                 self.background.partial_fit(lists, query_modality, sizes)
             self._add_centred_pools(query, query_modality, embeddings, sizes)
         return True
