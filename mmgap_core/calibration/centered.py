@@ -15,7 +15,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from ..centered_background import POOL_SIZES, CenteredBackgroundScale
-from ..post_processing import centered_cosines, default_n_directions, top_directions
+from ..post_processing import default_n_directions, post_processings, top_directions
 from ..store.base import VectorStore
 from .store_index import MEANS_SAMPLE, other_hits
 
@@ -91,7 +91,7 @@ def fit_centered_scale(
     from tqdm.auto import tqdm
 
     out = CenteredBackgroundScale(model_id=model_id, dim=dim)
-    dirs = dict(directions or {})
+    post = post_processings(means, directions)  # each modality's constants, once
     rng = np.random.default_rng(seed)
     live = {m: int(n) for m, n in counts.items() if n > 0 and m in means}
     for qm, qs in query_sets.items():
@@ -104,6 +104,7 @@ def fit_centered_scale(
         for s in tqdm(steps, desc=f"centred scale ({qm})", disable=not progress):
             rows = pick[s : s + _BATCH]
             hits = store.query_per_modality(emb[rows], want, include_embeddings=True)
+            u = post[qm].unit_queries(emb[rows])
             pools = {}
             for m, h in hits.items():
                 width = min(CENTERED_POOL, live[m])
@@ -112,13 +113,8 @@ def fit_centered_scale(
                     own = None if self_ids is None else self_ids[rows[r]]
                     kept = other_hits(row_ids, own, width)
                     if kept:
-                        pool[r, : len(kept)] = centered_cosines(
-                            emb[rows[r] : rows[r] + 1],
-                            means[qm],
-                            h.embeddings[r : r + 1, kept],
-                            means[m],
-                            directions=(dirs.get(qm), dirs.get(m)),
-                        )[0]
+                        cos = post[m].cosines(u[r : r + 1], h.embeddings[r : r + 1, kept])
+                        pool[r, : len(kept)] = cos[0]
                 pools[m] = pool
             out.partial_fit(pools, qm, live)
     if not out.is_fitted:
