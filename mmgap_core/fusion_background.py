@@ -100,14 +100,8 @@ class BackgroundZFusion(FusionMethod):
         list, padding, a tie across modalities) is left to :meth:`fuse`, and so are more than
         :data:`MAX_ONE_QUERY_CANDIDATES` candidates, where numpy is the faster.
         """
-        z = self.score_row(scores, query_modality)
-        return None if z is None else merge_row(z, k)
-
-    def score_row(
-        self, scores: Mapping[str, list[float]], query_modality: str
-    ) -> dict[str, list[float]] | None:
-        """:meth:`score` of one query's full lists of Python floats, bit for bit (or ``None``)."""
         lengths = [len(s) for s in scores.values()]
         if min(lengths, default=0) < MIN_BACKGROUND_LIST or sum(lengths) > MAX_ONE_QUERY_CANDIDATES:
             return None
-        return self.scale.transform_row(scores, query_modality, self.corpus_sizes)
+        z = self.scale.transform_row(scores, query_modality, self.corpus_sizes)
+        return None if z is None else merge_row(z, k)
