@@ -160,7 +160,8 @@ def fusion_costs(engine, store, queries: np.ndarray, args) -> dict[str, dict[str
     shortcut ``engine.search`` takes, for methods that have one.
     """
     from mmgap_core.candidates import CandidateBatch
-    from mmgap_core.fusion import METHOD_NAMES, make_method
+    from mmgap_core.fusion import METHOD_NAMES, method_class
+    from mmgap_core.method_cache import MethodCache
 
     record = engine.calibration
     counts = store.counts()
@@ -176,15 +177,8 @@ def fusion_costs(engine, store, queries: np.ndarray, args) -> dict[str, dict[str
     for name in METHOD_NAMES:
         if name == "standardize-gold":
             continue
-        method = make_method(
-            name,
-            standardizer=record.standardizer,
-            center_means=record.center_means,
-            background_scale=record.background,
-            centered_scale=record.centered,
-            center_directions=record.center_directions,
-            corpus_sizes=counts,
-        )
+        # Built from the calibration as a search builds it (its directions included).
+        method = MethodCache().get(name, method_class(name), record, counts)
         for b in singles[:20]:
             method.fuse(b, args.k)
         t0 = time.perf_counter()
