@@ -29,7 +29,6 @@ __all__ = [
     "normal_order_scores",
     "order_scores",
     "row_offsets",
-    "row_location",
     "row_slopes",
     "row_z",
     "scaled_offsets",
@@ -231,17 +230,9 @@ def row_z(scores: list[float], offsets: tuple[float, ...], scale: float) -> list
     Plain Python: on one query's few dozen scores, numpy's per-call set-up costs more than the
     arithmetic, and a search pays it cold, right after the store's query.
     """
-    mu = row_location(scores, offsets)
-    return [(s - mu) / scale for s in scores]
-
-
-def row_location(scores: list[float], offsets: tuple[float, ...]) -> float:
-    """:func:`location` of one full, finite, best-first row of at least two scores, bit for bit.
-
-    ``offsets`` is ``scale * a_r`` as Python floats (:func:`row_offsets`).
-    """
     first = FIRST_BACKGROUND_RANK - 1
     resid = sorted([s - a for s, a in zip(scores[first:], offsets[first:])])
     half = len(resid) // 2
     # np.median's values: the middle one (+ 0.0 turns -0.0 into 0.0), or the mean of the two.
-    return resid[half] + 0.0 if len(resid) % 2 else (resid[half - 1] + resid[half]) / 2
+    mu = resid[half] + 0.0 if len(resid) % 2 else (resid[half - 1] + resid[half]) / 2
+    return [(s - mu) / scale for s in scores]
