@@ -103,16 +103,10 @@ class BackgroundScale(LogSlopeFit):
         """
         return super().fit(lists, query_modality, corpus_sizes)
 
-    def partial_fit(self, lists: Mapping[str, np.ndarray], query_modality: str, corpus_sizes):
-        """Add more calibration lists to the running fit; see :meth:`fit`."""
-        checked = self._checked_inputs(
-            lists, query_modality, corpus_sizes, "lists", "score lists", as_lists
-        )
-        for m, (arr, n) in checked.items():
-            self.corpus_sizes_[m] = n
-            self.query_modalities_.add(query_modality)
-            self._add_slopes((query_modality, m), row_slopes(arr, n))
-        return self
+    _INPUT = ("lists", "score lists", as_lists)
+
+    def _add_lists(self, query_modality: str, candidate_modality: str, arr, n: int) -> None:
+        self._add_slopes((query_modality, candidate_modality), row_slopes(arr, n))
 
     # ------------------------------------------------------------------ reading
     def scale(self, candidate_modality: str, query_modality: str) -> float:

@@ -109,27 +109,20 @@ class CenteredBackgroundScale(LogSlopeFit):
         """
         return super().fit(pools, query_modality, corpus_sizes)
 
-    def partial_fit(self, pools: Mapping[str, np.ndarray], query_modality: str, corpus_sizes):
-        """Add more calibration pools to the running fit; see :meth:`fit`."""
-        checked = self._checked_inputs(
-            pools, query_modality, corpus_sizes, "pools", "centred cosines", _pools
-        )
+    _INPUT = ("pools", "centred cosines", _pools)
+
+    def _add_lists(self, query_modality: str, candidate_modality: str, arr, n: int) -> None:
+        """Each grid size up to the pool's width, from the first that-many of each full row."""
         self._grids.clear()
-        for m, (arr, n) in checked.items():
-            self.corpus_sizes_[m] = n
-            self.query_modalities_.add(query_modality)
-            # The longest real row, not the array's width: a self-excluded pool is one short.
-            width = int(np.isfinite(arr).sum(axis=1).max()) if arr.size else 0
-            sizes = sorted(
-                {g for g in POOL_SIZES if g <= width} | ({width} if width >= 3 else set())
-            )
-            for g in sizes:
-                head = arr[:, :g]
-                full = head[np.isfinite(head).all(axis=1)]
-                if full.shape[0]:
-                    slopes = row_slopes(-np.sort(-full, axis=1), max(n, g))
-                    self._add_slopes((query_modality, m, g), slopes)
-        return self
+        # The longest real row, not the array's width: a self-excluded pool is one short.
+        width = int(np.isfinite(arr).sum(axis=1).max()) if arr.size else 0
+        sizes = sorted({g for g in POOL_SIZES if g <= width} | ({width} if width >= 3 else set()))
+        for g in sizes:
+            head = arr[:, :g]
+            full = head[np.isfinite(head).all(axis=1)]
+            if full.shape[0]:
+                slopes = row_slopes(-np.sort(-full, axis=1), max(n, g))
+                self._add_slopes((query_modality, candidate_modality, g), slopes)
 
     def has(self, candidate_modality: str, query_modality: str) -> bool:
         """Whether the key (query modality, candidate modality) was calibrated.

@@ -3,8 +3,9 @@
 :class:`~mmgap_core.background.BackgroundScale` (keys: query modality, candidate modality) and
 :class:`~mmgap_core.centered_background.CenteredBackgroundScale` (keys add a pool size) both fit
 each key's scale as the geometric mean of per-list slopes. This base holds their fitted state, the
-``fit`` that replaces a query modality's keys, the checks of ``partial_fit``'s inputs, and the
-parts of ``from_dict`` they have in common.
+``fit`` that replaces a query modality's keys, ``partial_fit`` with its input checks, the one-pass
+plans of ``transform_stacked``, ``transform_full``, and the parts of ``from_dict`` they have in
+common.
 """
 
 from __future__ import annotations
@@ -83,7 +84,26 @@ class LogSlopeFit:
                 self.query_modalities_.add(query_modality)
             raise
 
-    def partial_fit(self, lists, query_modality: str, corpus_sizes):  # pragma: no cover
+    #: ``(what the lists are called, what their values are, their checker)`` for messages and
+    #: :meth:`_checked_inputs`; set by each subclass.
+    _INPUT: tuple[str, str, Callable[[object, str], np.ndarray]]
+
+    def partial_fit(self, lists, query_modality: str, corpus_sizes):
+        """Add more calibration lists to the running fit; the input is as for :meth:`fit`.
+
+        Every list is checked before anything changes.
+        """
+        checked = self._checked_inputs(lists, query_modality, corpus_sizes, *self._INPUT)
+        for m, (arr, n) in checked.items():
+            self.corpus_sizes_[m] = n
+            self.query_modalities_.add(query_modality)
+            self._add_lists(query_modality, m, arr, n)
+        return self
+
+    def _add_lists(
+        self, query_modality: str, candidate_modality: str, arr: np.ndarray, n: int
+    ) -> None:  # pragma: no cover
+        """Add the slopes of one key's checked lists (``n``: its corpus size)."""
         raise NotImplementedError
 
     def transform_stacked(self, lists, query_modality: str, n_items):  # pragma: no cover
